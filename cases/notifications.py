@@ -1,0 +1,54 @@
+"""E-mails to people, rendered from templates in their language and queued in the outbox."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from jinja2 import Environment, FileSystemLoader, StrictUndefined
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from core.clock import Clock
+from core.i18n import I18n
+from core.mail import OutboxMail, enqueue
+
+TEMPLATES = Path(__file__).parent / "mail"
+SEPARATOR = "\n---\n"
+
+
+class Notifier:
+    """Renders a mail template (first part the subject, then the body) and queues it."""
+
+    def __init__(self, i18n: I18n, clock: Clock, public_url: str, wake: Callable[[], None]) -> None:
+        self._i18n = i18n
+        self._clock = clock
+        self.public_url = public_url
+        self._domain = urlsplit(public_url).hostname or "concilia.invalid"
+        self.wake = wake
+        # Plain-text mails: nothing is HTML, so nothing is escaped.
+        self._env = Environment(
+            loader=FileSystemLoader(TEMPLATES),
+            undefined=StrictUndefined,
+            autoescape=False,  # noqa: S701
+            keep_trailing_newline=True,
+        )
+
+    def render(self, template: str, lang: str, **context: Any) -> tuple[str, str]:
+        """(subject, body) of ``template`` in ``lang``."""
+        gettext = self._i18n.gettext(lang)
+        text = self._env.get_template(f"{template}.txt").render(
+            _=gettext, public_url=self.public_url, **context
+        )
+        subject, _, body = text.partition(SEPARATOR)
+        return " ".join(subject.split()), body.strip() + "\n"
+
+    def queue(
+        self, session: AsyncSession, *, to: str, lang: str, template: str, **context: Any
+    ) -> OutboxMail:
+        """Queue the mail in the caller's transaction; call ``wake()`` after committing."""
+        subject, body = self.render(template, lang, **context)
+        return enqueue(
+            session, to=to, subject=subject, text=body, now=self._clock.now(), domain=self._domain
+        )

@@ -1,0 +1,148 @@
+"""Username recovery and password reset by e-mail.
+
+Both answer identically whether an account matches or not; links are built from the
+configured public URL, never from the request. A reset link carries 256 random bits, is
+stored only as a hash, works once for 30 minutes, and asking again revokes the older one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import timedelta
+
+from sqlalchemy import func, select
+
+from cases.accounts import Account, Accounts, DisabledReason, Role, Status, check_new_password
+from cases.identity import check_email, clean, username_key
+from cases.tokens import AccountToken, Purpose, find_link, issue_link
+from core.errors import ErrorCode, FieldErrors, UserError
+
+RESETS_PER_HOUR = 5  # more requests are ignored silently (same answer), to stop mail floods
+
+
+class Recovery:
+    def __init__(self, accounts: Accounts) -> None:
+        self.accounts = accounts
+
+    async def do_request_reset(self, identifier: object) -> None:
+        """Mail a reset link to the account named by username or e-mail, if there is one."""
+        text = clean(identifier, 300)
+        if not text:
+            raise FieldErrors({"identifier": [ErrorCode.REQUIRED]})
+        accounts = self.accounts
+        now = accounts.clock.now()
+        minutes = accounts.settings.reset_token_minutes
+        async with accounts.db.session() as session:
+            if "@" in text:
+                email = check_email(text)
+                if isinstance(email, ErrorCode):
+                    raise FieldErrors({"identifier": [email]})
+                query = select(Account).where(func.lower(Account.email) == email.lower())
+            else:
+                query = select(Account).where(Account.username_key == username_key(text))
+            for account in list(await session.scalars(query)):
+                recent = await session.scalar(
+                    select(func.count())
+                    .select_from(AccountToken)
+                    .where(
+                        AccountToken.account_id == account.id,
+                        AccountToken.purpose == Purpose.RESET_PASSWORD,
+                        AccountToken.created_at > now - timedelta(hours=1),
+                    )
+                )
+                if (recent or 0) >= RESETS_PER_HOUR:
+                    continue
+                token = await issue_link(
+                    session, account.id, Purpose.RESET_PASSWORD, timedelta(minutes=minutes), now
+                )
+                accounts.notifier.queue(
+                    session,
+                    to=account.email,
+                    lang=account.language,
+                    template="reset_password",
+                    first_name=account.first_name,
+                    username=account.username,
+                    minutes=minutes,
+                    link=f"{accounts.notifier.public_url}/reset/{token}",
+                )
+            await session.commit()
+        accounts.notifier.wake()
+
+    async def do_reset_password(self, token: str, form: Mapping[str, object]) -> Account:
+        """Set a new password with a reset link; every session of the account ends.
+
+        The link proves the mailbox, so it also confirms an unverified address and re-enables
+        an account disabled for inactivity (not one an admin disabled).
+        """
+        accounts = self.accounts
+        now = accounts.clock.now()
+        async with accounts.db.session() as session:
+            row = await find_link(session, token, Purpose.RESET_PASSWORD, now)
+            account = await session.get(Account, row.account_id)
+            if account is None:
+                raise UserError(ErrorCode.TOKEN_INVALID)
+            errors: dict[str, list[ErrorCode]] = {}
+            password = check_new_password(
+                form,
+                errors,
+                username=account.username,
+                first_name=account.first_name,
+                last_name=account.last_name,
+            )
+            if "password" not in errors and not await accounts.check_not_recent(
+                session, account.id, password
+            ):
+                errors["password"] = [ErrorCode.PASSWORD_REUSED]
+            if errors:
+                raise FieldErrors(errors)
+            row.used_at = now
+            await accounts.set_password(session, account, password, now)
+            if account.email_verified_at is None:
+                account.email_verified_at = now
+            if account.status == Status.PENDING_VERIFICATION:
+                pending = account.role == Role.COMPANY_REP
+                account.status = Status.PENDING_APPROVAL if pending else Status.ACTIVE
+            if (
+                account.status == Status.DISABLED
+                and account.disabled_reason == DisabledReason.INACTIVITY
+            ):
+                account.status = Status.ACTIVE
+                account.disabled_reason = None
+            account.last_activity_at = now
+            accounts.notifier.queue(
+                session,
+                to=account.email,
+                lang=account.language,
+                template="password_changed",
+                first_name=account.first_name,
+                username=account.username,
+            )
+            await session.commit()
+        await accounts.sessions.delete_for_account(account.id)
+        accounts.notifier.wake()
+        return account
+
+    async def do_recover_username(self, email: object) -> None:
+        """Mail the usernames registered with ``email``, if any."""
+        address = check_email(clean(email, 300))
+        if isinstance(address, ErrorCode):
+            raise FieldErrors({"email": [address]})
+        accounts = self.accounts
+        async with accounts.db.session() as session:
+            rows = list(
+                await session.scalars(
+                    select(Account)
+                    .where(func.lower(Account.email) == address.lower())
+                    .order_by(Account.created_at)
+                )
+            )
+            if rows:
+                accounts.notifier.queue(
+                    session,
+                    to=rows[0].email,
+                    lang=rows[0].language,
+                    template="recover_username",
+                    usernames=[r.username for r in rows],
+                )
+                await session.commit()
+        accounts.notifier.wake()

@@ -1,0 +1,94 @@
+"""The one list of error codes, and the two kinds of error that carry them.
+
+A ``UserError`` is something the person can correct (a wrong field, a refused action); a
+``ProtocolError`` is a client breaking the rules of the interface (bad payload, forbidden
+request). They become an HTTP JSON body, a form message or a Socket.IO ack only at the edge.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from enum import StrEnum
+
+
+class ErrorCode(StrEnum):
+    # generic
+    REQUIRED = "required"
+    TOO_LONG = "too_long"
+    INVALID_CHOICE = "invalid_choice"
+    NOT_FOUND = "not_found"
+    FORBIDDEN = "forbidden"
+    UNAUTHENTICATED = "unauthenticated"
+    CSRF_FAILED = "csrf_failed"
+    BAD_REQUEST = "bad_request"
+    RATE_LIMITED = "rate_limited"
+    CONFLICT = "conflict"
+    # identity fields
+    TAX_CODE_INVALID = "tax_code_invalid"
+    VAT_INVALID = "vat_invalid"
+    EMAIL_INVALID = "email_invalid"
+    MOBILE_INVALID = "mobile_invalid"
+    NAME_INVALID = "name_invalid"
+    USERNAME_INVALID = "username_invalid"
+    USERNAME_TAKEN = "username_taken"
+    COMPANY_NAME_TAKEN = "company_name_taken"
+    # password policy, one code per rule
+    PASSWORD_TOO_SHORT = "password_too_short"
+    PASSWORD_TOO_LONG = "password_too_long"
+    PASSWORD_NO_UPPER = "password_no_upper"
+    PASSWORD_NO_LOWER = "password_no_lower"
+    PASSWORD_NO_DIGIT = "password_no_digit"
+    PASSWORD_NO_SPECIAL = "password_no_special"
+    PASSWORD_HAS_USERNAME = "password_has_username"
+    PASSWORD_HAS_FIRST_NAME = "password_has_first_name"
+    PASSWORD_HAS_LAST_NAME = "password_has_last_name"
+    PASSWORD_COMMON = "password_common"
+    PASSWORD_REUSED = "password_reused"
+    PASSWORD_MISMATCH = "password_mismatch"
+    PASSWORD_WRONG = "password_wrong"
+    # sign-in and tokens
+    LOGIN_FAILED = "login_failed"
+    LOGIN_THROTTLED = "login_throttled"
+    EMAIL_NOT_VERIFIED = "email_not_verified"
+    ACCOUNT_PENDING_APPROVAL = "account_pending_approval"
+    ACCOUNT_DISABLED = "account_disabled"
+    ACCOUNT_DISABLED_INACTIVE = "account_disabled_inactive"
+    TOKEN_INVALID = "token_invalid"
+    CODE_INVALID = "code_invalid"
+    CODE_EXHAUSTED = "code_exhausted"
+    MFA_REQUIRED_FOR_STAFF = "mfa_required_for_staff"
+
+
+class ConciliaError(Exception):
+    """Base of the errors that carry a code."""
+
+    def __init__(self, code: ErrorCode, detail: str = "", **params: object) -> None:
+        super().__init__(detail or code.value)
+        self.code = code
+        self.detail = detail
+        self.params = params
+
+
+class UserError(ConciliaError):
+    """The person can correct this: a refused action with a reason."""
+
+
+class ProtocolError(ConciliaError):
+    """The client broke the interface's rules."""
+
+
+class FieldErrors(UserError):
+    """Several form fields are wrong; each field maps to its list of codes."""
+
+    def __init__(self, fields: Mapping[str, list[ErrorCode]]) -> None:
+        first = next(iter(fields.values()))[0] if fields else ErrorCode.BAD_REQUEST
+        super().__init__(first, "invalid fields: " + ", ".join(sorted(fields)))
+        self.fields: dict[str, list[ErrorCode]] = {k: list(v) for k, v in fields.items()}
+
+
+class Throttled(UserError):
+    """Too many attempts; ``retry_after`` seconds must pass."""
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(ErrorCode.LOGIN_THROTTLED, retry_after=retry_after)
+        self.retry_after = retry_after

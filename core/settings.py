@@ -1,0 +1,128 @@
+"""Settings read from ``CONCILIA_*`` environment variables and an optional file."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+VAR_DIR = Path("var")
+
+
+def _env_file() -> str | None:
+    # The optional file is named by CONCILIA_SETTINGS_FILE; otherwise ./concilia.env if present.
+    named = os.environ.get("CONCILIA_SETTINGS_FILE")
+    if named:
+        return named
+    return "concilia.env" if Path("concilia.env").exists() else None
+
+
+class Settings(BaseSettings):
+    """Every knob of the service. Defaults give the one-process, one-command setup."""
+
+    model_config = SettingsConfigDict(env_prefix="CONCILIA_", extra="ignore")
+
+    env: Literal["dev", "test", "prod"] = "prod"
+    var_dir: Path = VAR_DIR
+    database_url: str = ""
+    redis_url: str | None = None
+    redis_prefix: str = "concilia"
+    public_url: str = "http://127.0.0.1:8080"
+    secret_key: SecretStr | None = None
+
+    smtp_host: str | None = None
+    smtp_port: int = 25
+    smtp_user: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_tls: Literal["none", "starttls", "tls"] = "none"
+    mail_from: str = "Concilia <no-reply@concilia.invalid>"
+    helpdesk_email: str = ""
+    helpdesk_phone: str = ""
+    mail_poll_seconds: float = 5.0
+    mail_max_attempts: int = 8
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    trust_forwarded_for: bool = False
+
+    session_idle_minutes: int = 30
+    session_absolute_hours: int = 12
+    inactivity_days: int = 183
+    login_failures_allowed: int = 5
+    login_window_minutes: int = 15
+    login_max_delay_seconds: int = 60
+    reset_token_minutes: int = 30
+    verify_token_hours: int = 48
+    login_code_minutes: int = 10
+    login_code_attempts: int = 5
+
+    argon2_time_cost: int = 3
+    argon2_memory_kib: int = 65536
+    argon2_parallelism: int = 4
+
+    log_level: str = "INFO"
+    log_json: bool = True
+
+    @field_validator("public_url")
+    @classmethod
+    def _strip_slash(cls, value: str) -> str:
+        return value.rstrip("/")
+
+    @field_validator("redis_url", "smtp_host", "smtp_user", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @property
+    def dev(self) -> bool:
+        return self.env == "dev"
+
+    @property
+    def secure_cookies(self) -> bool:
+        return self.public_url.startswith("https://")
+
+    @property
+    def session_idle(self) -> timedelta:
+        return timedelta(minutes=self.session_idle_minutes)
+
+    @property
+    def session_absolute(self) -> timedelta:
+        return timedelta(hours=self.session_absolute_hours)
+
+    @property
+    def inactivity(self) -> timedelta:
+        return timedelta(days=self.inactivity_days)
+
+    def resolved_database_url(self) -> str:
+        """The database URL, defaulting to an SQLite file under the var directory."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{(self.var_dir / 'concilia.sqlite3').resolve()}"
+
+    def secret(self) -> bytes:
+        """The secret key; generated into the var directory on first use when not given."""
+        if self.secret_key is not None:
+            return self.secret_key.get_secret_value().encode()
+        path = self.var_dir / "secret_key"
+        if not path.exists():
+            self.var_dir.mkdir(parents=True, exist_ok=True)
+            # Create with owner-only permissions; never overwrite an existing key.
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as handle:
+                handle.write(secrets.token_urlsafe(48))
+        value = path.read_text().strip()
+        self.secret_key = SecretStr(value)
+        return value.encode()
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Settings from the environment and the optional file, with explicit overrides on top."""
+    return Settings(_env_file=_env_file(), **overrides)
+
+
+__all__ = ["Field", "Settings", "load_settings"]

@@ -1,0 +1,222 @@
+"""Helpers for driving the service over HTTP the way a browser does."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any, cast
+
+from aiohttp import CookieJar, web
+from aiohttp.test_utils import TestClient
+from sqlalchemy import select
+
+from core.clock import FakeClock
+from core.mail import OutboxMail
+from web.context import SERVICES
+from web.services import Services
+
+CSRF_RE = re.compile(r'name="csrf_token" value="([^"]+)"')
+GOOD_PASSWORD = "Lampada-Verde-42"
+TAX_CODE = "RSSMRA85T10A562S"
+
+
+@dataclass
+class Page:
+    status: int
+    text: str
+    headers: Any
+    url: str = ""
+
+    @property
+    def csrf(self) -> str:
+        found = CSRF_RE.search(self.text)
+        assert found, f"no CSRF token on the page {self.url}"
+        return found.group(1)
+
+
+@dataclass
+class Browser:
+    """One visitor with its own cookies."""
+
+    client: TestClient[web.Request, web.Application]
+    last: Page | None = None
+    history: list[str] = field(default_factory=list)
+
+    async def get(self, path: str, **kwargs: Any) -> Page:
+        async with self.client.get(path, allow_redirects=False, **kwargs) as resp:
+            page = Page(resp.status, await resp.text(), resp.headers, path)
+        self.last = page
+        return page
+
+    async def follow(self, path: str) -> Page:
+        """GET ``path`` and follow redirects like a browser."""
+        page = await self.get(path)
+        hops = 0
+        while page.status in (301, 302, 303, 307) and hops < 10:
+            page = await self.get(page.headers["Location"])
+            hops += 1
+        return page
+
+    async def post(
+        self, path: str, data: dict[str, Any] | list[tuple[str, str]], *, csrf: str | None = None
+    ) -> Page:
+        body: list[tuple[str, str]] = list(data.items()) if isinstance(data, dict) else list(data)
+        if csrf is not None:
+            body.append(("csrf_token", csrf))
+        async with self.client.post(path, data=body, allow_redirects=False) as resp:
+            page = Page(resp.status, await resp.text(), resp.headers, path)
+        self.last = page
+        return page
+
+    async def submit(
+        self,
+        path: str,
+        data: dict[str, Any] | list[tuple[str, str]],
+        *,
+        form_page: str | None = None,
+    ) -> Page:
+        """Open the page holding the form, then post it with that page's CSRF token."""
+        page = await self.get(form_page or path)
+        assert page.status == 200, (page.status, page.url)
+        return await self.post(path, data, csrf=page.csrf)
+
+    def cookie(self, name: str) -> str | None:
+        for cookie in self.client.session.cookie_jar:
+            if cookie.key == name:
+                return cookie.value
+        return None
+
+
+@dataclass
+class Env:
+    """A running application with its clock, for one test."""
+
+    client: TestClient[web.Request, web.Application]
+    clock: FakeClock
+    db_url: str
+
+    @property
+    def services(self) -> Services:
+        app = self.client.app
+        assert app is not None
+        return app[SERVICES]
+
+    def browser(self) -> Browser:
+        return Browser(self.client)
+
+    async def new_browser(self) -> Browser:
+        """Another visitor: its own client session and cookie jar on the same server."""
+        other = cast(
+            "TestClient[web.Request, web.Application]",
+            TestClient(self.client.server, cookie_jar=CookieJar(unsafe=True)),
+        )
+        self._extra.append(other)
+        return Browser(other)
+
+    _extra: list[TestClient[web.Request, web.Application]] = field(default_factory=list)
+
+    async def close_extra(self) -> None:
+        # Only the client sessions: the server belongs to the main client.
+        for client in self._extra:
+            await client.session.close()
+
+    async def mails(self, to: str | None = None) -> list[OutboxMail]:
+        async with self.services.db.session() as session:
+            query = select(OutboxMail).order_by(OutboxMail.id)
+            if to is not None:
+                query = query.where(OutboxMail.to_addr == to)
+            return list(await session.scalars(query))
+
+    async def last_mail(self, to: str, contains: str = "") -> OutboxMail:
+        found = [m for m in await self.mails(to) if contains in m.body_text]
+        assert found, f"no mail to {to} containing {contains!r}"
+        return found[-1]
+
+    def advance(self, **kwargs: float) -> None:
+        self.clock.advance(timedelta(**kwargs))
+
+
+def link_in(text: str, path: str) -> str:
+    """The path of the first link in ``text`` that goes to ``path``."""
+    found = re.search(r"https?://[^/\s]+(" + re.escape(path) + r"[^\s]*)", text)
+    assert found, f"no link to {path} in: {text}"
+    return found.group(1)
+
+
+def code_in(text: str) -> str:
+    found = re.search(r"^\s+(\d{6})\s*$", text, re.M)
+    assert found, f"no code in: {text}"
+    return found.group(1)
+
+
+def registration(username: str, **overrides: str) -> dict[str, str]:
+    form = {
+        "kind": "customer",
+        "first_name": "Mario",
+        "last_name": "Rossi",
+        "tax_code": TAX_CODE,
+        "email": f"{username}@example.org",
+        "mobile": "333 123 4567",
+        "username": username,
+        "password": GOOD_PASSWORD,
+        "password_confirm": GOOD_PASSWORD,
+        "language": "it",
+        "privacy": "on",
+    }
+    form.update(overrides)
+    return form
+
+
+async def register(env: Env, browser: Browser, username: str, **overrides: str) -> Page:
+    """Fill in and send the registration form."""
+    return await browser.submit("/register", registration(username, **overrides))
+
+
+async def registered(env: Env, username: str, **overrides: str) -> str:
+    """A self-registered account with its e-mail verified; returns its password."""
+    browser = await env.new_browser()
+    page = await register(env, browser, username, **overrides)
+    assert page.status == 303, page.text
+    mail = await env.last_mail(overrides.get("email", f"{username}@example.org"), "/verify/")
+    link = link_in(mail.body_text, "/verify/")
+    page = await browser.submit(link, {})
+    assert page.status == 200, page.text
+    return overrides.get("password", GOOD_PASSWORD)
+
+
+async def sign_in(browser: Browser, username: str, password: str) -> Page:
+    return await browser.submit("/login", {"username": username, "password": password, "next": "/"})
+
+
+async def staff(
+    env: Env, username: str, role: str = "conciliator", password: str = GOOD_PASSWORD
+) -> str:
+    """A staff account created directly through the domain (as the CLI does)."""
+    await env.services.accounts.do_create_account(
+        {
+            "role": role,
+            "username": username,
+            "first_name": "Anna",
+            "last_name": "Neri",
+            "tax_code": TAX_CODE,
+            "email": f"{username}@example.org",
+            "mobile": "+39 333 765 4321",
+        },
+        password=password,
+    )
+    return password
+
+
+async def staff_sign_in(
+    env: Env, browser: Browser, username: str, password: str = GOOD_PASSWORD
+) -> Page:
+    """Both steps of a staff sign-in, the code read from the outbox."""
+    page = await sign_in(browser, username, password)
+    assert page.status == 303 and page.headers["Location"].startswith("/login/code"), page.text
+    mail = await env.last_mail(f"{username}@example.org", "")
+    code = code_in(mail.body_text)
+    return await browser.submit("/login/code", {"code": code, "next": "/"})
+
+
+VALID_VAT = "01234560017"

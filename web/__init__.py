@@ -1,0 +1,1 @@
+"""The web edge: the aiohttp application (the only composition root), pages, JSON API, CLI."""

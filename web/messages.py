@@ -1,0 +1,89 @@
+"""What each error code says to a person (English message ids, translated at render time)."""
+
+from __future__ import annotations
+
+from core.errors import ErrorCode
+
+
+def N_(message: str) -> str:
+    """Mark a string for translation without translating it yet."""
+    return message
+
+
+MESSAGES: dict[ErrorCode, str] = {
+    ErrorCode.REQUIRED: N_("This field is required."),
+    ErrorCode.TOO_LONG: N_("This value is too long."),
+    ErrorCode.INVALID_CHOICE: N_("Choose one of the options offered."),
+    ErrorCode.NOT_FOUND: N_("The page or item you asked for does not exist."),
+    ErrorCode.FORBIDDEN: N_("You are not allowed to do this."),
+    ErrorCode.UNAUTHENTICATED: N_("Please sign in first."),
+    ErrorCode.CSRF_FAILED: N_(
+        "The form had expired or did not come from this site. Reload the page and try again."
+    ),
+    ErrorCode.BAD_REQUEST: N_("The request is not valid."),
+    ErrorCode.RATE_LIMITED: N_("Too many requests: wait a moment and try again."),
+    ErrorCode.CONFLICT: N_("This cannot be done in the current state."),
+    ErrorCode.TAX_CODE_INVALID: N_(
+        "This is not a valid codice fiscale: check the 16 characters, the last is a check letter."
+    ),
+    ErrorCode.VAT_INVALID: N_(
+        "This is not a valid partita IVA: it has 11 digits, the last is a check digit."
+    ),
+    ErrorCode.EMAIL_INVALID: N_("This is not a valid e-mail address."),
+    ErrorCode.MOBILE_INVALID: N_(
+        "This is not a valid mobile number (for example 333 123 4567 or +39 333 123 4567)."
+    ),
+    ErrorCode.NAME_INVALID: N_("Use letters, spaces, apostrophes or hyphens only."),
+    ErrorCode.USERNAME_INVALID: N_(
+        "Use 3 to 40 letters, digits, dots, hyphens or underscores,"
+        " starting with a letter or digit."
+    ),
+    ErrorCode.USERNAME_TAKEN: N_("This username is already taken: choose another."),
+    ErrorCode.COMPANY_NAME_TAKEN: N_("A company with this name already exists."),
+    ErrorCode.PASSWORD_TOO_SHORT: N_("The password must be at least 8 characters long."),
+    ErrorCode.PASSWORD_TOO_LONG: N_("The password is too long (at most 1024 characters)."),
+    ErrorCode.PASSWORD_NO_UPPER: N_("The password must contain at least one upper-case letter."),
+    ErrorCode.PASSWORD_NO_LOWER: N_("The password must contain at least one lower-case letter."),
+    ErrorCode.PASSWORD_NO_DIGIT: N_("The password must contain at least one digit."),
+    ErrorCode.PASSWORD_NO_SPECIAL: N_(
+        "The password must contain at least one special character (for example ! ? # or a space)."
+    ),
+    ErrorCode.PASSWORD_HAS_USERNAME: N_("The password must not contain the username."),
+    ErrorCode.PASSWORD_HAS_FIRST_NAME: N_("The password must not contain your first name."),
+    ErrorCode.PASSWORD_HAS_LAST_NAME: N_("The password must not contain your last name."),
+    ErrorCode.PASSWORD_COMMON: N_(
+        "This password is among the most common ones and easy to guess: choose another."
+    ),
+    ErrorCode.PASSWORD_REUSED: N_("The new password must differ from your last three passwords."),
+    ErrorCode.PASSWORD_MISMATCH: N_("The two passwords do not match."),
+    ErrorCode.PASSWORD_WRONG: N_("The current password is not right."),
+    ErrorCode.LOGIN_FAILED: N_("Wrong username or password."),
+    ErrorCode.LOGIN_THROTTLED: N_(
+        "Too many failed attempts. Wait %(seconds)s seconds before trying again."
+    ),
+    ErrorCode.EMAIL_NOT_VERIFIED: N_(
+        "Your e-mail address is not confirmed yet. Open the link we sent you; we have just sent"
+        " a new one if the last was more than ten minutes old."
+    ),
+    ErrorCode.ACCOUNT_PENDING_APPROVAL: N_(
+        "Your account awaits activation by an administrator."
+        " You will get an e-mail when it is active."
+    ),
+    ErrorCode.ACCOUNT_DISABLED: N_("This account is disabled. Write to the help desk."),
+    ErrorCode.ACCOUNT_DISABLED_INACTIVE: N_(
+        "This account was disabled because it was not used for a long time. Re-enable it by"
+        " resetting your password."
+    ),
+    ErrorCode.TOKEN_INVALID: N_(
+        "This link is not valid: it was already used, replaced by a newer one, or expired."
+    ),
+    ErrorCode.CODE_INVALID: N_("The code is not right. Check it and try again."),
+    ErrorCode.CODE_EXHAUSTED: N_(
+        "This code can no longer be used. Sign in again to receive a new one."
+    ),
+    ErrorCode.MFA_REQUIRED_FOR_STAFF: N_("Staff accounts must sign in in two steps."),
+}
+
+
+def message_for(code: ErrorCode) -> str:
+    return MESSAGES.get(code, MESSAGES[ErrorCode.BAD_REQUEST])

@@ -1,0 +1,15 @@
+"""Every table of the service, gathered so that migrations see the whole schema."""
+
+from __future__ import annotations
+
+from sqlalchemy import MetaData
+
+from cases import accounts, companies, sessions, throttle, tokens
+from core import mail
+from core.db import Base
+
+MODULES = (accounts, companies, sessions, throttle, tokens, mail)
+
+
+def metadata() -> MetaData:
+    return Base.metadata

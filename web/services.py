@@ -1,0 +1,153 @@
+"""Opening and closing everything the application needs, in one place."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+
+from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+from redis.asyncio import Redis
+
+from cases.accounts import Accounts
+from cases.notifications import Notifier
+from cases.passwords import PasswordHasher
+from cases.recovery import Recovery
+from cases.sessions import DbSessionStore, RedisSessionStore, SessionStore
+from cases.signin import SignIn
+from cases.throttle import Throttle
+from core.clock import Clock
+from core.db import Database
+from core.i18n import I18n
+from core.mail import MailWorker
+from core.settings import Settings
+from web.metrics import Metrics
+
+log = logging.getLogger(__name__)
+TEMPLATES = Path(__file__).parent / "templates"
+MAINTENANCE_SECONDS = 600.0
+
+
+@dataclass
+class Services:
+    settings: Settings
+    clock: Clock
+    db: Database
+    redis: Redis | None
+    i18n: I18n
+    templates: Environment
+    mail: MailWorker
+    notifier: Notifier
+    sessions: SessionStore
+    throttle: Throttle
+    accounts: Accounts
+    signin: SignIn
+    recovery: Recovery
+    metrics: Metrics
+    secret: bytes
+    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    _closed: bool = False
+
+    def start_background(self) -> None:
+        """Start the mail worker and the maintenance loop (the web server does; the CLI not)."""
+        self.mail.start()
+        self._tasks.append(asyncio.create_task(self._maintenance(), name="maintenance"))
+
+    async def _maintenance(self) -> None:
+        backoff = 1.0
+        while True:
+            try:
+                disabled = await self.accounts.do_disable_inactive()
+                if disabled:
+                    log.info("disabled %d accounts unused for too long", disabled)
+                if isinstance(self.sessions, DbSessionStore):
+                    await self.sessions.purge_expired()
+                backoff = 1.0
+                await asyncio.sleep(MAINTENANCE_SECONDS)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("maintenance pass failed; retrying in %.0f s", backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, MAINTENANCE_SECONDS)
+
+    async def close(self) -> None:
+        """Stop background work and release connections; safe to call twice."""
+        if self._closed:
+            return
+        self._closed = True
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self.mail.close()
+        await self.sessions.close()
+        if self.redis is not None:
+            await self.redis.aclose()
+        await self.db.close()
+
+
+def template_environment() -> Environment:
+    """HTML templates; everything is escaped unless a template says otherwise (none does)."""
+    return Environment(
+        loader=FileSystemLoader(TEMPLATES),
+        autoescape=select_autoescape(["html"]),
+        undefined=StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+
+
+async def open_services(settings: Settings, clock: Clock) -> Services:
+    """Connect to the database (and Redis when configured) and build the domain services."""
+    secret = settings.secret()
+    db = Database(settings.resolved_database_url())
+    redis: Redis | None = None
+    if settings.redis_url:
+        redis = Redis.from_url(settings.redis_url)
+    metrics = Metrics()
+    mail = MailWorker(db, settings, clock, on_result=lambda s: metrics.mails.labels(s).inc())
+    i18n = I18n()
+    notifier = Notifier(i18n, clock, settings.public_url, mail.wake)
+    sessions: SessionStore
+    if redis is not None:
+        sessions = RedisSessionStore(
+            redis, clock, settings.session_idle, settings.session_absolute, settings.redis_prefix
+        )
+    else:
+        sessions = DbSessionStore(db, clock, settings.session_idle, settings.session_absolute)
+    hasher = PasswordHasher(
+        time_cost=settings.argon2_time_cost,
+        memory_kib=settings.argon2_memory_kib,
+        parallelism=settings.argon2_parallelism,
+    )
+    throttle = Throttle(
+        db,
+        clock,
+        secret,
+        allowed=settings.login_failures_allowed,
+        window=timedelta(minutes=settings.login_window_minutes),
+        max_delay=timedelta(seconds=settings.login_max_delay_seconds),
+    )
+    accounts = Accounts(db, clock, settings, hasher, notifier, sessions)
+    return Services(
+        settings=settings,
+        clock=clock,
+        db=db,
+        redis=redis,
+        i18n=i18n,
+        templates=template_environment(),
+        mail=mail,
+        notifier=notifier,
+        sessions=sessions,
+        throttle=throttle,
+        accounts=accounts,
+        signin=SignIn(accounts, throttle, secret),
+        recovery=Recovery(accounts),
+        metrics=metrics,
+        secret=secret,
+    )

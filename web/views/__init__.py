@@ -1,0 +1,1 @@
+"""Request handlers, grouped by what the person is doing."""
