@@ -61,6 +61,10 @@ class SessionStore(Protocol):
         """End every session of an account, except the one of token ``keep``."""
         ...
 
+    async def count_for_account(self, account_id: uuid.UUID) -> int:
+        """How many live sessions the account has."""
+        ...
+
     async def close(self) -> None: ...
 
 

@@ -91,7 +91,7 @@ def sqlite_url(tmp_path: Path, sqlite_template: Path) -> str:
     return f"sqlite+aiosqlite:///{path}"
 
 
-def test_settings(db_url: str, tmp_path: Path, **overrides: Any) -> Settings:
+def make_settings(db_url: str, tmp_path: Path, **overrides: Any) -> Settings:
     values: dict[str, Any] = {
         "env": "test",
         "var_dir": tmp_path / "var",
@@ -128,7 +128,7 @@ async def env(
     aiohttp_client: AiohttpClient,
     settings_overrides: dict[str, Any],
 ) -> AsyncIterator[Env]:
-    settings = test_settings(db_url, tmp_path, **settings_overrides)
+    settings = make_settings(db_url, tmp_path, **settings_overrides)
     client = await aiohttp_client(create_app(settings, clock=clock))
     environment = Env(client=client, clock=clock, db_url=db_url)
     yield environment

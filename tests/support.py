@@ -209,12 +209,12 @@ async def staff(
 
 
 async def staff_sign_in(
-    env: Env, browser: Browser, username: str, password: str = GOOD_PASSWORD
+    env: Env, browser: Browser, username: str, password: str = GOOD_PASSWORD, email: str = ""
 ) -> Page:
     """Both steps of a staff sign-in, the code read from the outbox."""
     page = await sign_in(browser, username, password)
     assert page.status == 303 and page.headers["Location"].startswith("/login/code"), page.text
-    mail = await env.last_mail(f"{username}@example.org", "")
+    mail = await env.last_mail(email or f"{username}@example.org", "")
     code = code_in(mail.body_text)
     return await browser.submit("/login/code", {"code": code, "next": "/"})
 
