@@ -9,7 +9,6 @@ import re
 import shutil
 import signal
 import socket
-import subprocess
 from pathlib import Path
 
 import aiohttp
@@ -52,7 +51,8 @@ async def test_make_run_in_a_fresh_clone(tmp_path: Path) -> None:
     if not (ROOT / ".git").exists() or shutil.which("git") is None:
         pytest.skip("not a git checkout")
     clone = tmp_path / "concilia"
-    subprocess.run(["git", "clone", "--quiet", str(ROOT), str(clone)], check=True)  # noqa: S603
+    cloning = await asyncio.create_subprocess_exec("git", "clone", "--quiet", str(ROOT), str(clone))
+    assert await cloning.wait() == 0
     port = _port()
     environ = {
         k: v for k, v in os.environ.items() if not k.startswith(("CONCILIA_", "VIRTUAL_ENV"))
