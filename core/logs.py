@@ -32,3 +32,10 @@ def configure_logging(level: str = "INFO", *, json: bool = True) -> None:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
     root.addHandler(handler)
     root.setLevel(level.upper())
+    # These libraries log statements with their parameters (tokens, personal data) at DEBUG:
+    # keep them quiet even when the service itself is debugged.
+    for noisy in QUIET:
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+QUIET = ("aiosqlite", "sqlalchemy.engine", "asyncpg", "aiosmtplib", "redis")

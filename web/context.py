@@ -310,7 +310,7 @@ def security_headers(
         headers.setdefault(
             "Content-Security-Policy",
             "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-            "font-src 'self'; connect-src 'self'; object-src 'none'; base-uri 'self'; "
+            "font-src 'self' data:; connect-src 'self'; object-src 'none'; base-uri 'self'; "
             "form-action 'self'; frame-ancestors 'none'",
         )
         headers.setdefault("X-Content-Type-Options", "nosniff")
