@@ -153,8 +153,10 @@ class SignIn:
         if account is None or not data.mfa_pending:
             raise UserError(ErrorCode.UNAUTHENTICATED)
         if effective_method(account) == MfaMethod.EMAIL:
-            await self.throttle.check([self.throttle.key("code", str(account.id))])
-            await self.throttle.record_failure([self.throttle.key("code-send", str(account.id))])
+            # Each resend counts, so a flood of mails is slowed down like wrong passwords are.
+            sending = self.throttle.key("code-send", str(account.id))
+            await self.throttle.check([sending])
+            await self.throttle.record_failure([sending])
             await self._send_code(account)
 
     async def do_verify_code(self, token: str, data: SessionData, code: object) -> SignedIn:

@@ -158,3 +158,23 @@ async def test_staff_roles_cannot_self_register(env: Env) -> None:
     page = await register(env, env.browser(), "furbo", kind="admin")
     assert page.status == 422 and 'id="e-kind"' in page.text
     assert await env.services.accounts.by_username("furbo") is None
+
+
+async def test_verification_link_expires(env: Env) -> None:
+    browser = env.browser()
+    await register(env, browser, "ritardatario")
+    link = link_in(
+        (await env.last_mail("ritardatario@example.org", "/verify/")).body_text, "/verify/"
+    )
+    env.advance(hours=49)
+    assert (await browser.get(link)).status == 410
+    page = await browser.post(link, {}, csrf=(await browser.get("/login")).csrf)
+    assert page.status == 410
+    # Signing in with the right password sends a fresh link, which works.
+    assert (await sign_in(browser, "ritardatario", GOOD_PASSWORD)).status == 403
+    fresh = link_in(
+        (await env.last_mail("ritardatario@example.org", "/verify/")).body_text, "/verify/"
+    )
+    assert fresh != link
+    assert (await browser.submit(fresh, {})).status == 200
+    assert (await sign_in(browser, "ritardatario", GOOD_PASSWORD)).status == 303

@@ -262,3 +262,21 @@ async def test_maintenance_disables_inactive_accounts(env: Env) -> None:
     assert await env.services.accounts.do_disable_inactive() == 1
     account = await env.services.accounts.by_username("assente")
     assert account is not None and account.status == Status.DISABLED
+
+
+async def test_resending_codes_is_throttled(env: Env) -> None:
+    await staff(env, "conciliatore4")
+    browser = env.browser()
+    await sign_in(browser, "conciliatore4", GOOD_PASSWORD)
+    for _ in range(5):
+        page = await browser.submit("/login/code/resend", {}, form_page="/login/code")
+        assert page.status == 303 and page.headers["Location"] == "/login/code?resent=1"
+    page = await browser.submit("/login/code/resend", {}, form_page="/login/code")
+    assert page.status == 429 and "Retry-After" in page.headers
+    codes = await env.mails("conciliatore4@example.org")
+    assert len(codes) == 6  # the first code and five resends
+    # The newest code works; older ones were revoked by it.
+    first, newest = code_in(codes[0].body_text), code_in(codes[-1].body_text)
+    if first != newest:
+        assert (await browser.submit("/login/code", {"code": first})).status == 401
+    assert (await browser.submit("/login/code", {"code": newest})).status == 303

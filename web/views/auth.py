@@ -217,7 +217,20 @@ async def code_resend(request: web.Request) -> web.StreamResponse:
     context = ctx(request)
     if not context.pending or context.session is None:
         raise web.HTTPSeeOther("/login")
-    await services(request).signin.do_resend_code(context.session)
+    try:
+        await services(request).signin.do_resend_code(context.session)
+    except Throttled as exc:
+        response = render(
+            request,
+            "login_code.html",
+            status=429,
+            method="email",
+            next="/",
+            resent=False,
+            error=context.error_text(exc.code, seconds=exc.retry_after),
+        )
+        response.headers["Retry-After"] = str(exc.retry_after)
+        return response
     raise web.HTTPSeeOther("/login/code?resent=1")
 
 
