@@ -220,3 +220,14 @@ async def staff_sign_in(
 
 
 VALID_VAT = "01234560017"
+
+
+async def change_password(
+    browser: Browser, current: str, new: str, confirm: str | None = None
+) -> Page:
+    """Send the change-password form of the signed-in account."""
+    confirmation = new if confirm is None else confirm
+    return await browser.submit(
+        "/account/password",
+        {"current_password": current, "password": new, "password_confirm": confirmation},
+    )

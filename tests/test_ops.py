@@ -9,7 +9,7 @@ from pytest_aiohttp import AiohttpClient
 
 from core.clock import FakeClock
 from tests.conftest import free_port, make_settings
-from tests.support import GOOD_PASSWORD, Env, registered, sign_in
+from tests.support import GOOD_PASSWORD, Env, change_password, registered, sign_in
 from web.app import create_app
 from web.context import SESSION_COOKIE
 
@@ -93,14 +93,7 @@ async def test_sessions_in_redis(
     # A password change ends the other sessions.
     assert (await sign_in(here, "volatile", GOOD_PASSWORD)).status == 303
     assert (await sign_in(there, "volatile", GOOD_PASSWORD)).status == 303
-    page = await here.submit(
-        "/account/password",
-        {
-            "current_password": GOOD_PASSWORD,
-            "password": "Nuova-Chiave-9",
-            "password_confirm": "Nuova-Chiave-9",
-        },
-    )
+    page = await change_password(here, GOOD_PASSWORD, "Nuova-Chiave-9")
     assert page.status == 303
     assert (await here.get("/account")).status == 200
     assert (await there.get("/account")).status == 303

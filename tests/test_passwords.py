@@ -8,7 +8,7 @@ import pytest
 
 from cases.passwords import PasswordHasher, check_password, common_passwords
 from core.errors import ErrorCode
-from tests.support import GOOD_PASSWORD, Env, registered, sign_in
+from tests.support import GOOD_PASSWORD, Env, change_password, registered, sign_in
 from web.messages import MESSAGES
 
 CASES = [
@@ -92,28 +92,15 @@ async def test_history_of_three(env: Env) -> None:
     assert (await sign_in(browser, "storico", GOOD_PASSWORD)).status == 303
     sequence = [GOOD_PASSWORD, "Secondo-Passo-2", "Terzo-Passo-3", "Quarto-Passo-4"]
     for previous, new in itertools.pairwise(sequence):
-        page = await browser.submit(
-            "/account/password",
-            {"current_password": previous, "password": new, "password_confirm": new},
-        )
+        page = await change_password(browser, previous, new)
         assert page.status == 303, page.text
     # The last three (4th, 3rd, 2nd) are refused, each with the history message.
     for old in ("Quarto-Passo-4", "Terzo-Passo-3", "Secondo-Passo-2"):
-        page = await browser.submit(
-            "/account/password",
-            {"current_password": "Quarto-Passo-4", "password": old, "password_confirm": old},
-        )
+        page = await change_password(browser, "Quarto-Passo-4", old)
         assert page.status == 422
         assert 'id="e-password"' in page.text
     # The fourth-oldest is accepted again.
-    page = await browser.submit(
-        "/account/password",
-        {
-            "current_password": "Quarto-Passo-4",
-            "password": GOOD_PASSWORD,
-            "password_confirm": GOOD_PASSWORD,
-        },
-    )
+    page = await change_password(browser, "Quarto-Passo-4", GOOD_PASSWORD)
     assert page.status == 303
 
 
@@ -121,23 +108,9 @@ async def test_change_needs_current_password_and_matching_confirmation(env: Env)
     await registered(env, "cambia")
     browser = env.browser()
     await sign_in(browser, "cambia", GOOD_PASSWORD)
-    page = await browser.submit(
-        "/account/password",
-        {
-            "current_password": "Sbagliata-1!",
-            "password": "Nuova-Chiave-9",
-            "password_confirm": "Nuova-Chiave-9",
-        },
-    )
+    page = await change_password(browser, "Sbagliata-1!", "Nuova-Chiave-9")
     assert page.status == 422 and 'id="e-current_password"' in page.text
-    page = await browser.submit(
-        "/account/password",
-        {
-            "current_password": GOOD_PASSWORD,
-            "password": "Nuova-Chiave-9",
-            "password_confirm": "Nuova-Chiave-8",
-        },
-    )
+    page = await change_password(browser, GOOD_PASSWORD, "Nuova-Chiave-9", "Nuova-Chiave-8")
     assert page.status == 422 and 'id="e-password_confirm"' in page.text
     # Nothing changed: the old password still works elsewhere.
     assert (await sign_in(await env.new_browser(), "cambia", GOOD_PASSWORD)).status == 303
@@ -148,14 +121,7 @@ async def test_change_ends_other_sessions_but_not_this_one(env: Env) -> None:
     here, there = env.browser(), await env.new_browser()
     await sign_in(here, "dueposti", GOOD_PASSWORD)
     await sign_in(there, "dueposti", GOOD_PASSWORD)
-    page = await here.submit(
-        "/account/password",
-        {
-            "current_password": GOOD_PASSWORD,
-            "password": "Nuova-Chiave-9",
-            "password_confirm": "Nuova-Chiave-9",
-        },
-    )
+    page = await change_password(here, GOOD_PASSWORD, "Nuova-Chiave-9")
     assert page.status == 303
     assert (await here.get("/account")).status == 200
     assert (await there.get("/account")).status == 303

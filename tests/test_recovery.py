@@ -7,7 +7,7 @@ import re
 from sqlalchemy import select
 
 from cases.tokens import AccountToken
-from tests.support import GOOD_PASSWORD, Env, link_in, registered, sign_in
+from tests.support import GOOD_PASSWORD, Env, change_password, link_in, registered, sign_in
 from web.context import SESSION_COOKIE
 
 NEW = "Nuovo-Inizio-2026"
@@ -82,10 +82,7 @@ async def test_password_change_revokes_open_reset_link(env: Env) -> None:
     link = await _ask_reset(env, "cauto")
     browser = env.browser()
     await sign_in(browser, "cauto", GOOD_PASSWORD)
-    page = await browser.submit(
-        "/account/password",
-        {"current_password": GOOD_PASSWORD, "password": NEW, "password_confirm": NEW},
-    )
+    page = await change_password(browser, GOOD_PASSWORD, NEW)
     assert page.status == 303
     assert (await (await env.new_browser()).get(link)).status == 410
 
