@@ -41,7 +41,7 @@ format: setup
 
 # Re-extract the translatable strings and merge them into the Italian catalog.
 messages: setup
-	$(BIN)/pybabel extract -F babel.cfg -k N_ --no-location --sort-output -o core/locale/messages.pot .
+	$(BIN)/pybabel extract -F babel.cfg -k N_ -o core/locale/messages.pot .
 	$(BIN)/pybabel update -i core/locale/messages.pot -d core/locale -l it --no-fuzzy-matching
 
 # Re-resolve the pinned dependency set from pyproject.toml (needs network access to PyPI).

@@ -57,6 +57,17 @@ class ErrorCode(StrEnum):
     CODE_INVALID = "code_invalid"
     CODE_EXHAUSTED = "code_exhausted"
     MFA_REQUIRED_FOR_STAFF = "mfa_required_for_staff"
+    # supply points and the prior complaint
+    POD_INVALID = "pod_invalid"
+    PDR_INVALID = "pdr_invalid"
+    WATER_CODE_INVALID = "water_code_invalid"
+    COMPLAINT_REQUIRED = "complaint_required"
+    COMPLAINT_IN_FUTURE = "complaint_in_future"
+    ANSWER_BEFORE_COMPLAINT = "answer_before_complaint"
+    ANSWER_IN_FUTURE = "answer_in_future"
+    COMPLAINT_TOO_RECENT = "complaint_too_recent"
+    # the life of a case
+    TRANSITION_REFUSED = "transition_refused"
 
 
 class ConciliaError(Exception):

@@ -82,6 +82,24 @@ MESSAGES: dict[ErrorCode, str] = {
         "This code can no longer be used. Sign in again to receive a new one."
     ),
     ErrorCode.MFA_REQUIRED_FOR_STAFF: N_("Staff accounts must sign in in two steps."),
+    ErrorCode.POD_INVALID: N_(
+        "This is not a valid POD: it reads like IT001E12345678 (IT, three digits, E, eight digits)."
+    ),
+    ErrorCode.PDR_INVALID: N_("This is not a valid PDR: it has 14 digits."),
+    ErrorCode.WATER_CODE_INVALID: N_(
+        "This is not a valid customer code: copy it from your water bill (3 to 30 characters)."
+    ),
+    ErrorCode.COMPLAINT_REQUIRED: N_(
+        "A written complaint to the company must come first: give the date you sent it."
+    ),
+    ErrorCode.COMPLAINT_IN_FUTURE: N_("The complaint cannot have been sent after today."),
+    ErrorCode.ANSWER_BEFORE_COMPLAINT: N_("The company cannot have answered before the complaint."),
+    ErrorCode.ANSWER_IN_FUTURE: N_("The company's answer cannot be dated after today."),
+    ErrorCode.COMPLAINT_TOO_RECENT: N_(
+        "The company still has time to answer your complaint: without an answer you can file the"
+        " request from %(date)s."
+    ),
+    ErrorCode.TRANSITION_REFUSED: N_("This step is not possible in the current state of the case."),
 }
 
 
