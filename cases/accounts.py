@@ -31,7 +31,7 @@ from cases.identity import (
 from cases.notifications import Notifier
 from cases.passwords import PasswordHasher, check_password
 from cases.sessions import SessionStore
-from cases.tokens import Purpose, find_link, issue_link, revoke
+from cases.tokens import Purpose, find_link, issue_link, revoke, spend
 from core.clock import Clock
 from core.db import Base, Database, UTCDateTime
 from core.errors import ErrorCode, FieldErrors, UserError
@@ -412,17 +412,25 @@ class Accounts:
             account = await session.get(Account, row.account_id)
             if account is None:
                 raise UserError(ErrorCode.TOKEN_INVALID)
-            row.used_at = now
-            account.email_verified_at = now
-            if account.status == Status.PENDING_VERIFICATION:
-                if account.role == Role.COMPANY_REP:
-                    account.status = Status.PENDING_APPROVAL
-                    await self._queue_approval_request(session, account)
-                else:
-                    account.status = Status.ACTIVE
+            await spend(session, row, now)
+            await self.confirm_email(session, account, now)
             await session.commit()
         self.notifier.wake()
         return account
+
+    async def confirm_email(self, session: AsyncSession, account: Account, now: datetime) -> None:
+        """The person proved the mailbox (a verification or a reset link): move the account on.
+
+        A company representative then waits for an admin, and the admins are told.
+        """
+        if account.email_verified_at is None:
+            account.email_verified_at = now
+        if account.status == Status.PENDING_VERIFICATION:
+            if account.role == Role.COMPANY_REP:
+                account.status = Status.PENDING_APPROVAL
+                await self._queue_approval_request(session, account)
+            else:
+                account.status = Status.ACTIVE
 
     async def _queue_approval_request(self, session: AsyncSession, account: Account) -> None:
         company = await session.get(Company, account.company_id) if account.company_id else None
@@ -460,7 +468,11 @@ class Accounts:
     async def set_password(
         self, session: AsyncSession, account: Account, password: str, now: datetime
     ) -> None:
-        """Store a new password (policy and history already checked) and revoke reset links."""
+        """Store a new password (policy and history already checked) and tell the owner.
+
+        Every open link and code of the account stops working: whoever held them held them
+        under the old password.
+        """
         account.password_hash = await self.hasher.hash(password)
         account.password_changed_at = now
         session.add(
@@ -468,7 +480,16 @@ class Accounts:
                 account_id=account.id, password_hash=account.password_hash, created_at=now
             )
         )
-        await revoke(session, account.id, Purpose.RESET_PASSWORD, now)
+        for purpose in (Purpose.RESET_PASSWORD, Purpose.CHANGE_EMAIL, Purpose.LOGIN_CODE):
+            await revoke(session, account.id, purpose, now)
+        self.notifier.queue(
+            session,
+            to=account.email,
+            lang=account.language,
+            template="password_changed",
+            first_name=account.first_name,
+            username=account.username,
+        )
 
     async def do_change_password(
         self, account_id: uuid.UUID, form: Mapping[str, object], *, keep_session: str
@@ -499,14 +520,6 @@ class Accounts:
             if errors:
                 raise FieldErrors(errors)
             await self.set_password(session, account, password, now)
-            self.notifier.queue(
-                session,
-                to=account.email,
-                lang=account.language,
-                template="password_changed",
-                first_name=account.first_name,
-                username=account.username,
-            )
             await session.commit()
         await self.sessions.delete_for_account(account_id, keep=keep_session)
         self.notifier.wake()
@@ -533,12 +546,29 @@ class Accounts:
                     errors["association_name"] = [ErrorCode.REQUIRED]
                 elif len(association) > 200:
                     errors["association_name"] = [ErrorCode.TOO_LONG]
+            changing_email = bool(email) and email.casefold() != account.email.casefold()
+            if changing_email:
+                # Moving the account to another mailbox hands over its recovery: a stolen
+                # session alone must not be enough.
+                current = form.get("current_password")
+                if not isinstance(current, str) or not await self.hasher.verify(
+                    account.password_hash, current
+                ):
+                    errors["current_password"] = [ErrorCode.PASSWORD_WRONG]
             if errors:
                 raise FieldErrors(errors)
             account.mobile = mobile
             account.language = language
             account.association_name = association
-            if email.casefold() != account.email.casefold():
+            if changing_email:
+                self.notifier.queue(
+                    session,
+                    to=account.email,
+                    lang=account.language,
+                    template="email_change_requested",
+                    first_name=account.first_name,
+                    username=account.username,
+                )
                 hours = self.settings.verify_token_hours
                 token = await issue_link(
                     session,
@@ -569,7 +599,7 @@ class Accounts:
             account = await session.get(Account, row.account_id)
             if account is None or not row.payload:
                 raise UserError(ErrorCode.TOKEN_INVALID)
-            row.used_at = now
+            await spend(session, row, now)
             account.email = row.payload
             account.email_verified_at = now
             await session.commit()

@@ -12,9 +12,9 @@ from datetime import timedelta
 
 from sqlalchemy import func, select
 
-from cases.accounts import Account, Accounts, DisabledReason, Role, Status, check_new_password
+from cases.accounts import Account, Accounts, DisabledReason, Status, check_new_password
 from cases.identity import check_email, clean, username_key
-from cases.tokens import AccountToken, Purpose, find_link, issue_link
+from cases.tokens import AccountToken, Purpose, find_link, issue_link, spend
 from core.errors import ErrorCode, FieldErrors, UserError
 
 RESETS_PER_HOUR = 5  # more requests are ignored silently (same answer), to stop mail floods
@@ -95,13 +95,9 @@ class Recovery:
                 errors["password"] = [ErrorCode.PASSWORD_REUSED]
             if errors:
                 raise FieldErrors(errors)
-            row.used_at = now
+            await spend(session, row, now)
             await accounts.set_password(session, account, password, now)
-            if account.email_verified_at is None:
-                account.email_verified_at = now
-            if account.status == Status.PENDING_VERIFICATION:
-                pending = account.role == Role.COMPANY_REP
-                account.status = Status.PENDING_APPROVAL if pending else Status.ACTIVE
+            await accounts.confirm_email(session, account, now)
             if (
                 account.status == Status.DISABLED
                 and account.disabled_reason == DisabledReason.INACTIVITY
@@ -109,14 +105,6 @@ class Recovery:
                 account.status = Status.ACTIVE
                 account.disabled_reason = None
             account.last_activity_at = now
-            accounts.notifier.queue(
-                session,
-                to=account.email,
-                lang=account.language,
-                template="password_changed",
-                first_name=account.first_name,
-                username=account.username,
-            )
             await session.commit()
         await accounts.sessions.delete_for_account(account.id)
         accounts.notifier.wake()

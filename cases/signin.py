@@ -12,13 +12,12 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 import pyotp
-from sqlalchemy import select
+from sqlalchemy import or_, select, update
 
 from cases.accounts import Account, Accounts, DisabledReason, MfaMethod, Status
-from cases.identity import username_key
 from cases.sessions import SessionData
 from cases.throttle import Throttle
-from cases.tokens import AccountToken, Purpose, code_hash, issue_code, revoke
+from cases.tokens import AccountToken, Purpose, code_hash, issue_code, revoke, spend
 from core.errors import ErrorCode, UserError
 from core.ids import same
 
@@ -204,7 +203,10 @@ class SignIn:
                 and code.isdigit()
                 and same(row.payload or "", code_hash(self._secret, account_id, code))
             ):
-                row.used_at = now
+                try:
+                    await spend(session, row, now)
+                except UserError:
+                    return False  # another request used it first
                 await session.commit()
                 return True
             row.attempts += 1
@@ -223,14 +225,20 @@ class SignIn:
             if account is None or not account.totp_secret:
                 return False
             step = _totp_step(account.totp_secret, code, self._clock.now().timestamp())
-            # A code works once: refuse its time step or any earlier one (replay).
-            if step is None or (
-                account.totp_last_step is not None and step <= account.totp_last_step
-            ):
+            if step is None:
                 return False
-            account.totp_last_step = step
+            # A code works once: refuse its time step or any earlier one (replay), atomically.
+            result = await session.execute(
+                update(Account)
+                .where(
+                    Account.id == account_id,
+                    or_(Account.totp_last_step.is_(None), Account.totp_last_step < step),
+                )
+                .values(totp_last_step=step)
+                .execution_options(synchronize_session=False)
+            )
             await session.commit()
-            return True
+            return getattr(result, "rowcount", 0) == 1
 
     async def do_sign_out(self, token: str) -> None:
         await self.accounts.sessions.delete(token)
@@ -310,8 +318,3 @@ def _totp_step(secret: str, code: str, at: float, window: int = 1) -> int | None
         if same(totp.at(step * totp.interval), code):
             return step
     return None
-
-
-def sign_in_keys(throttle: Throttle, username: str, client: str) -> list[str]:
-    """The throttle keys of one sign-in attempt (exposed for tests and admin tools)."""
-    return [throttle.key("user", username_key(username)), throttle.key("ip", client)]

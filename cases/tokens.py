@@ -106,6 +106,22 @@ async def find_link(
     return row
 
 
+async def spend(session: AsyncSession, row: AccountToken, now: datetime) -> None:
+    """Mark a token used, at most once even when two requests race (on any node)."""
+    result = await session.execute(
+        update(AccountToken)
+        .where(
+            AccountToken.id == row.id,
+            AccountToken.used_at.is_(None),
+            AccountToken.revoked_at.is_(None),
+        )
+        .values(used_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    if getattr(result, "rowcount", 0) != 1:
+        raise UserError(ErrorCode.TOKEN_INVALID)
+
+
 def code_hash(secret: bytes, account_id: uuid.UUID, code: str) -> str:
     return keyed_hash(secret, "login-code", str(account_id), code)
 

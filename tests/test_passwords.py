@@ -8,7 +8,7 @@ import pytest
 
 from cases.passwords import PasswordHasher, check_password, common_passwords
 from core.errors import ErrorCode
-from tests.support import GOOD_PASSWORD, Env, change_password, registered, sign_in
+from tests.support import GOOD_PASSWORD, Env, change_password, link_in, registered, sign_in
 from web.messages import MESSAGES
 
 CASES = [
@@ -127,3 +127,47 @@ async def test_change_ends_other_sessions_but_not_this_one(env: Env) -> None:
     assert (await there.get("/account")).status == 303
     mail = await env.last_mail("dueposti@example.org")
     assert "password" in mail.subject.lower()
+
+
+async def test_email_change_needs_password_confirmation_and_warns_old_address(env: Env) -> None:
+    await registered(env, "trasloco")
+    browser = env.browser()
+    await sign_in(browser, "trasloco", GOOD_PASSWORD)
+    form = {"email": "nuovo@example.org", "mobile": "333 123 4567", "language": "it"}
+    page = await browser.submit("/account", form)
+    assert page.status == 422 and 'id="e-current_password"' in page.text
+    assert await env.mails("nuovo@example.org") == []
+    page = await browser.submit("/account", {**form, "current_password": GOOD_PASSWORD})
+    assert page.status == 303
+    warning = await env.last_mail("trasloco@example.org")
+    assert "/recover/password" in warning.body_text
+    link = link_in(
+        (await env.last_mail("nuovo@example.org", "/account/email/")).body_text, "/account/email/"
+    )
+    # A password reset in the meantime cancels the pending change.
+    await change_password(browser, GOOD_PASSWORD, "Nuova-Chiave-9")
+    assert (await browser.get(link)).status == 410
+    account = await env.services.accounts.by_username("trasloco")
+    assert account is not None and account.email == "trasloco@example.org"
+
+
+async def test_email_change_confirmed_by_link(env: Env) -> None:
+    await registered(env, "trasloco2")
+    browser = env.browser()
+    await sign_in(browser, "trasloco2", GOOD_PASSWORD)
+    form = {
+        "email": "nuovo2@example.org",
+        "mobile": "333 123 4567",
+        "language": "en",
+        "current_password": GOOD_PASSWORD,
+    }
+    assert (await browser.submit("/account", form)).status == 303
+    link = link_in(
+        (await env.last_mail("nuovo2@example.org", "/account/email/")).body_text, "/account/email/"
+    )
+    assert (await browser.submit(link, {})).status == 200
+    account = await env.services.accounts.by_username("trasloco2")
+    assert (
+        account is not None and account.email == "nuovo2@example.org" and account.language == "en"
+    )
+    assert (await browser.get(link)).status == 410
