@@ -14,6 +14,7 @@ from enum import StrEnum
 from typing import TypeVar
 
 from sqlalchemy import ForeignKey, Integer, String, func, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -116,6 +117,8 @@ class Account(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     last_login_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     last_activity_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    # When an admin activated a company representative (or created the account active).
+    approved_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
 
     @property
     def is_staff(self) -> bool:
@@ -161,6 +164,15 @@ class Registration:
     legal_entity_name: str | None
     legal_entity_vat: str | None
     language: str
+
+
+async def flush_unique(session: AsyncSession, field: str, code: ErrorCode) -> None:
+    """Flush; a unique-constraint violation becomes a field error (nothing is written)."""
+    try:
+        await session.flush()
+    except IntegrityError:
+        await session.rollback()
+        raise FieldErrors({field: [code]}) from None
 
 
 def _put(errors: dict[str, list[ErrorCode]], field: str, result: str | ErrorCode) -> str:
@@ -360,7 +372,9 @@ class Accounts:
                 created_at=now,
             )
             session.add(account)
-            await session.flush()  # the account row must exist before rows that refer to it
+            # The row must exist before rows that refer to it; the unique username is decided
+            # here by the database, also when two people race for it.
+            await flush_unique(session, "username", ErrorCode.USERNAME_TAKEN)
             session.add(
                 PasswordHistory(account_id=account.id, password_hash=password_hash, created_at=now)
             )
@@ -627,8 +641,13 @@ class Accounts:
         if role not in allowed:
             errors["role"] = [ErrorCode.INVALID_CHOICE]
         delegate_kind = _choice(DelegateKind, form.get("delegate_kind"))
+        association = clean(form.get("association_name"), 200) or None
         if role == Role.DELEGATE and delegate_kind is None:
             errors["delegate_kind"] = [ErrorCode.REQUIRED]
+        if role == Role.DELEGATE and delegate_kind == DelegateKind.ASSOCIATION and not association:
+            errors["association_name"] = [ErrorCode.REQUIRED]
+        if association is not None and len(association) > 200:
+            errors["association_name"] = [ErrorCode.TOO_LONG]
         company_id: uuid.UUID | None = None
         if role == Role.COMPANY_REP:
             try:
@@ -667,7 +686,7 @@ class Accounts:
                 mobile=person.mobile,
                 role=role,
                 delegate_kind=delegate_kind if role == Role.DELEGATE else None,
-                association_name=clean(form.get("association_name"), 200) or None,
+                association_name=association if role == Role.DELEGATE else None,
                 company_id=company_id,
                 status=Status.ACTIVE,
                 password_hash=password_hash,
@@ -676,9 +695,10 @@ class Accounts:
                 language="it",
                 created_at=now,
                 last_activity_at=now,
+                approved_at=now,
             )
             session.add(account)
-            await session.flush()
+            await flush_unique(session, "username", ErrorCode.USERNAME_TAKEN)
             if password_hash is not None:
                 session.add(
                     PasswordHistory(
@@ -719,7 +739,7 @@ class Accounts:
                 raise UserError(ErrorCode.CONFLICT, "account is not awaiting approval")
             company = await session.get(Company, account.company_id) if account.company_id else None
             account.status = Status.ACTIVE
-            account.last_activity_at = self.clock.now()
+            account.approved_at = account.last_activity_at = self.clock.now()
             self.notifier.queue(
                 session,
                 to=account.email,
@@ -747,13 +767,22 @@ class Accounts:
                 account.status = Status.DISABLED
                 account.disabled_reason = DisabledReason.ADMIN
             elif account.status == Status.DISABLED:
-                account.status = Status.ACTIVE
+                # Back to where it was: enabling skips neither verification nor approval.
+                account.status = self.status_when_enabled(account)
                 account.disabled_reason = None
                 account.last_activity_at = self.clock.now()
             await session.commit()
         if disabled:
             await self.sessions.delete_for_account(account_id)
         return account
+
+    @staticmethod
+    def status_when_enabled(account: Account) -> Status:
+        if account.email_verified_at is None:
+            return Status.PENDING_VERIFICATION
+        if account.role == Role.COMPANY_REP and account.approved_at is None:
+            return Status.PENDING_APPROVAL
+        return Status.ACTIVE
 
     async def do_disable_inactive(self) -> int:
         """Disable every active account unused for the configured time; returns how many."""

@@ -6,6 +6,7 @@ import uuid
 from datetime import datetime
 
 from sqlalchemy import Boolean, String, func, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -74,7 +75,11 @@ async def do_create_company(
             created_at=now,
         )
         session.add(company)
-        await session.commit()
+        try:
+            await session.commit()
+        except IntegrityError:  # another admin added the same name meanwhile
+            await session.rollback()
+            raise FieldErrors({"name": [ErrorCode.COMPANY_NAME_TAKEN]}) from None
         return company
 
 

@@ -185,3 +185,20 @@ async def test_accounts_csv_export(env: Env) -> None:
         text = await resp.text()
     assert text.splitlines()[0].startswith("username,first_name")
     assert "esportato" in text and "'=cmd@example.org" in text
+
+
+async def test_enabling_returns_an_account_to_where_it_was(env: Env) -> None:
+    svc = env.services
+    company = await do_create_company(
+        svc.db, name="Luce Srl", vat=VALID_VAT, sectors=["electricity"], now=env.clock.now()
+    )
+    rep = env.browser()
+    await register(env, rep, "attesa", kind="company_rep", company_id=str(company.id))
+    await rep.submit(
+        link_in((await env.last_mail("attesa@example.org", "/verify/")).body_text, "/verify/"), {}
+    )
+    account = await svc.accounts.by_username("attesa")
+    assert account is not None and account.status == "pending_approval"
+    await svc.accounts.do_set_disabled(account.id, True)
+    enabled = await svc.accounts.do_set_disabled(account.id, False)
+    assert enabled.status == "pending_approval"  # enabling is not an approval

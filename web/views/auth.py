@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from urllib.parse import quote
+
 from aiohttp import web
 
 from cases.companies import list_companies
@@ -138,7 +140,7 @@ async def login_submit(request: web.Request) -> web.StreamResponse:
     set_language(request, signed.account.language if signed.account.language in LANGUAGES else "it")
     if signed.mfa_pending:
         svc.metrics.sign_ins.labels("second_step").inc()
-        raise web.HTTPSeeOther("/login/code?next=" + target)
+        raise web.HTTPSeeOther("/login/code?next=" + quote(target, safe="/"))
     svc.metrics.sign_ins.labels("ok").inc()
     raise web.HTTPSeeOther(target)
 
