@@ -32,6 +32,7 @@ from cases.identity import (
 from cases.notifications import Notifier
 from cases.passwords import PasswordHasher, check_password
 from cases.sessions import SessionStore
+from cases.throttle import Throttle
 from cases.tokens import Purpose, find_link, issue_link, revoke, spend
 from core.clock import Clock
 from core.db import Base, Database, UTCDateTime
@@ -289,6 +290,7 @@ class Accounts:
         hasher: PasswordHasher,
         notifier: Notifier,
         sessions: SessionStore,
+        throttle: Throttle,
     ) -> None:
         self.db = db
         self.clock = clock
@@ -296,6 +298,7 @@ class Accounts:
         self.hasher = hasher
         self.notifier = notifier
         self.sessions = sessions
+        self.throttle = throttle
 
     # -- reading -----------------------------------------------------------------------
 
@@ -505,6 +508,16 @@ class Accounts:
             username=account.username,
         )
 
+    async def _current_password_ok(self, account: Account, form: Mapping[str, object]) -> bool:
+        """Check the account's current password, throttled like sign-in (stolen sessions)."""
+        key = self.throttle.key("current-password", str(account.id))
+        await self.throttle.check([key])
+        current = form.get("current_password")
+        if isinstance(current, str) and await self.hasher.verify(account.password_hash, current):
+            return True
+        await self.throttle.record_failure([key])
+        return False
+
     async def do_change_password(
         self, account_id: uuid.UUID, form: Mapping[str, object], *, keep_session: str
     ) -> None:
@@ -515,10 +528,7 @@ class Accounts:
             if account is None:
                 raise UserError(ErrorCode.UNAUTHENTICATED)
             errors: dict[str, list[ErrorCode]] = {}
-            current = form.get("current_password")
-            if not isinstance(current, str) or not await self.hasher.verify(
-                account.password_hash, current
-            ):
+            if not await self._current_password_ok(account, form):
                 errors["current_password"] = [ErrorCode.PASSWORD_WRONG]
             password = check_new_password(
                 form,
@@ -561,14 +571,10 @@ class Accounts:
                 elif len(association) > 200:
                     errors["association_name"] = [ErrorCode.TOO_LONG]
             changing_email = bool(email) and email.casefold() != account.email.casefold()
-            if changing_email:
-                # Moving the account to another mailbox hands over its recovery: a stolen
-                # session alone must not be enough.
-                current = form.get("current_password")
-                if not isinstance(current, str) or not await self.hasher.verify(
-                    account.password_hash, current
-                ):
-                    errors["current_password"] = [ErrorCode.PASSWORD_WRONG]
+            # Moving the account to another mailbox hands over its recovery: a stolen session
+            # alone must not be enough.
+            if changing_email and not await self._current_password_ok(account, form):
+                errors["current_password"] = [ErrorCode.PASSWORD_WRONG]
             if errors:
                 raise FieldErrors(errors)
             account.mobile = mobile

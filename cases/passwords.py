@@ -22,7 +22,9 @@ from core.errors import ErrorCode
 
 MIN_LENGTH = 8
 MAX_LENGTH = 1024  # far beyond any passphrase; stops hashing megabytes on purpose
-NAME_PART_MIN = 3  # "Li" inside a password is a coincidence, "Rossi" is not
+# Each part of a compound name ("De Luca") counts from three letters ("de" is in too many words);
+# the whole name always counts, however short ("Li", "deluca").
+NAME_PART_MIN = 3
 COMMON_LIST = Path(__file__).parent / "data" / "common-passwords.txt"
 _EDGES = re.compile(r"^[\W\d_]+|[\W\d_]+$")
 
@@ -49,7 +51,7 @@ def _name_parts(name: str) -> list[str]:
     folded = fold(name)
     parts = [p for p in re.split(r"[\s'’.\-]+", folded) if len(p) >= NAME_PART_MIN]
     whole = re.sub(r"[\s'’.\-]+", "", folded)
-    if len(whole) >= NAME_PART_MIN:
+    if len(whole) >= 2:
         parts.append(whole)
     return parts
 

@@ -175,6 +175,10 @@ class MailWorker:
             values: dict[str, object] = {"status": status, "claimed_until": None}
             if status in (MailStatus.SENT, MailStatus.KEPT):
                 values["sent_at"] = now
+            if status in (MailStatus.SENT, MailStatus.FAILED):
+                # The body may hold a live link or code: once handed over (or given up), the
+                # database keeps only the record of the mail, not its secrets.
+                values["body_text"] = ""
             if error is not None:
                 values["last_error"] = error[:500]
             if status == MailStatus.QUEUED:

@@ -12,6 +12,7 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 VAR_DIR = Path("var")
+MIN_SECRET = 32
 
 
 def _env_file() -> str | None:
@@ -49,6 +50,7 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 8080
     trust_forwarded_for: bool = False
+    metrics_allow: str = "127.0.0.0/8,::1/128"  # networks that may read /metrics
 
     session_idle_minutes: int = 30
     session_absolute_hours: int = 12
@@ -105,16 +107,34 @@ class Settings(BaseSettings):
         return f"sqlite+aiosqlite:///{(self.var_dir / 'concilia.sqlite3').resolve()}"
 
     def secret(self) -> bytes:
-        """The secret key; generated into the var directory on first use when not given."""
+        """The secret key; generated into the var directory on first use when not given.
+
+        Several nodes must share one key, so a shared (non-SQLite) database requires it set.
+        """
         if self.secret_key is not None:
-            return self.secret_key.get_secret_value().encode()
+            value = self.secret_key.get_secret_value()
+            if len(value) < MIN_SECRET:
+                raise ValueError(f"CONCILIA_SECRET_KEY must have at least {MIN_SECRET} characters")
+            return value.encode()
+        if not self.resolved_database_url().startswith("sqlite"):
+            raise ValueError(
+                "set CONCILIA_SECRET_KEY (the same on every node) when using a shared database"
+            )
         path = self.var_dir / "secret_key"
         if not path.exists():
             self.var_dir.mkdir(parents=True, exist_ok=True)
-            # Create with owner-only permissions; never overwrite an existing key.
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            # Written whole under a temporary name, then linked into place: a process starting
+            # at the same time either wins or reads the complete key of the winner.
+            tmp = path.with_name(f".secret_key.{os.getpid()}.{secrets.token_hex(4)}")
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(fd, "w") as handle:
                 handle.write(secrets.token_urlsafe(48))
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                pass
+            finally:
+                tmp.unlink()
         value = path.read_text().strip()
         self.secret_key = SecretStr(value)
         return value.encode()

@@ -51,6 +51,8 @@ async def test_reset_mail_delivered_over_smtp(env: Env, smtp_server: tuple[MailS
     await _settled(env)
     mails = await env.mails("postale@example.org")
     assert [m.status for m in mails] == ["sent", "sent"]
+    # Delivered mails keep no live link in the database.
+    assert all(m.body_text == "" for m in mails)
 
 
 async def test_sent_mail_is_never_sent_again(env: Env, smtp_server: tuple[MailSink, int]) -> None:

@@ -100,3 +100,12 @@ async def test_sessions_in_redis(
     await env.close_extra()
     async for key in redis.scan_iter(match=f"{redis_prefix}:*"):
         await redis.delete(key)
+
+
+async def test_metrics_only_for_allowed_networks(
+    sqlite_url: str, tmp_path: Path, aiohttp_client: AiohttpClient
+) -> None:
+    settings = make_settings(sqlite_url, tmp_path, metrics_allow="10.0.0.0/8")
+    client = await aiohttp_client(create_app(settings, background=False))
+    async with client.get("/metrics") as resp:
+        assert resp.status == 404

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from tests.support import GOOD_PASSWORD, Env, registered, sign_in, staff, staff_sign_in
+from tests.support import (
+    GOOD_PASSWORD,
+    Env,
+    change_password,
+    registered,
+    sign_in,
+    staff,
+    staff_sign_in,
+)
 
 
 async def test_post_without_csrf_token_is_rejected(env: Env) -> None:
@@ -152,3 +160,29 @@ async def test_secure_cookie_when_public_url_is_https(
     async with client.get("/login") as resp:
         assert "Secure" in resp.headers["Set-Cookie"]
         assert resp.headers["Strict-Transport-Security"].startswith("max-age=")
+
+
+async def test_planted_csrf_cookie_is_replaced(env: Env) -> None:
+    browser = env.browser()
+    browser.client.session.cookie_jar.update_cookies({"concilia_csrf": "a" * 30})
+    page = await browser.get("/login")
+    issued = page.headers.get("Set-Cookie", "")
+    assert issued.startswith("concilia_csrf=") and "a" * 30 + ";" not in issued
+    # A token computed from the planted value is useless.
+    from core.ids import keyed_hash
+
+    forged = keyed_hash(env.services.secret, "csrf", "a" * 30)
+    browser.client.session.cookie_jar.update_cookies({"concilia_csrf": "a" * 30})
+    page = await browser.post("/login", {"username": "x", "password": "y"}, csrf=forged)
+    assert page.status == 403
+
+
+async def test_current_password_guessing_is_throttled(env: Env) -> None:
+    await registered(env, "sessione.rubata")
+    browser = env.browser()
+    await sign_in(browser, "sessione.rubata", GOOD_PASSWORD)
+    for _ in range(5):
+        page = await change_password(browser, "Tentativo-1", "Nuova-Chiave-9")
+        assert page.status == 422
+    page = await change_password(browser, GOOD_PASSWORD, "Nuova-Chiave-9")
+    assert page.status == 429

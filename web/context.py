@@ -187,10 +187,12 @@ async def _handle(request: web.Request, svc: Services, handler: Handler) -> web.
     context.account = account if data is not None and not data.mfa_pending else None
     context.lang = _language(request, account)
     nonce = request.cookies.get(CSRF_COOKIE)
-    if nonce and 20 <= len(nonce) <= 100:
+    if nonce and _nonce_ok(svc.secret, nonce):
         context.csrf_nonce = nonce
     else:
-        context.csrf_nonce = new_token(24)
+        # Only nonces this server issued count: a cookie planted by someone else (another
+        # subdomain, say) cannot be used to forge a sign-in form for a victim.
+        context.csrf_nonce = _new_nonce(svc.secret)
         context.new_nonce = True
     request[CTX_KEY] = context
     if request.cookies.get(SESSION_COOKIE) and token is None:
@@ -222,6 +224,18 @@ async def _handle(request: web.Request, svc: Services, handler: Handler) -> web.
         response = error_response(request, exc.code)
     _apply_cookies(request, response, context)
     return response
+
+
+def _new_nonce(secret: bytes) -> str:
+    value = new_token(24)
+    return value + "." + keyed_hash(secret, "csrf-nonce", value)[:32]
+
+
+def _nonce_ok(secret: bytes, nonce: str) -> bool:
+    value, _, signature = nonce.partition(".")
+    if not 20 <= len(value) <= 64 or len(signature) != 32:
+        return False
+    return same(signature, keyed_hash(secret, "csrf-nonce", value)[:32])
 
 
 def _apply_cookies(request: web.Request, response: web.StreamResponse, context: Ctx) -> None:

@@ -133,7 +133,7 @@ async def open_services(settings: Settings, clock: Clock) -> Services:
         window=timedelta(minutes=settings.login_window_minutes),
         max_delay=timedelta(seconds=settings.login_max_delay_seconds),
     )
-    accounts = Accounts(db, clock, settings, hasher, notifier, sessions)
+    accounts = Accounts(db, clock, settings, hasher, notifier, sessions, throttle)
     return Services(
         settings=settings,
         clock=clock,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 
 from aiohttp import web
@@ -47,10 +48,27 @@ async def readyz(request: web.Request) -> web.StreamResponse:
 
 @routes.get("/metrics")
 async def metrics(request: web.Request) -> web.StreamResponse:
+    """Metrics for the monitoring system only: other addresses get a 404."""
     svc = services(request)
+    if not _allowed(request.remote, svc.settings.metrics_allow):
+        return web.json_response(
+            {"error": {"code": "not_found", "message": "not found"}}, status=404
+        )
     return web.Response(
         body=svc.metrics.render(), headers={"Content-Type": svc.metrics.content_type}
     )
+
+
+def _allowed(remote: str | None, networks: str) -> bool:
+    try:
+        address = ipaddress.ip_address(remote or "")
+    except ValueError:
+        return False
+    for network in networks.split(","):
+        network = network.strip()
+        if network and address in ipaddress.ip_network(network, strict=False):
+            return True
+    return False
 
 
 @routes.get("/dev/outbox")

@@ -1,0 +1,29 @@
+"""Settings that would make a deployment unsafe are refused at start-up."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pydantic import SecretStr
+
+from core.settings import Settings
+
+
+def test_secret_key_generated_once_and_kept(tmp_path: Path) -> None:
+    first = Settings(var_dir=tmp_path).secret()
+    assert len(first) >= 32
+    assert Settings(var_dir=tmp_path).secret() == first
+    assert (tmp_path / "secret_key").stat().st_mode & 0o777 == 0o600
+
+
+def test_short_secret_key_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="at least 32"):
+        Settings(var_dir=tmp_path, secret_key=SecretStr("")).secret()
+
+
+def test_shared_database_needs_an_explicit_secret(tmp_path: Path) -> None:
+    settings = Settings(var_dir=tmp_path, database_url="postgresql+asyncpg://db/concilia")
+    with pytest.raises(ValueError, match="CONCILIA_SECRET_KEY"):
+        settings.secret()
+    assert not (tmp_path / "secret_key").exists()
