@@ -313,10 +313,13 @@ class Accounts:
             )
 
     async def list(
-        self, *, role: str | None = None, status: str | None = None, limit: int = 500
+        self, *, role: str | None = None, status: str | None = None, limit: int | None = None
     ) -> list[Account]:
+        """Accounts by name, filtered; all of them unless ``limit`` is given."""
         async with self.db.session() as session:
-            query = select(Account).order_by(Account.last_name, Account.first_name).limit(limit)
+            query = select(Account).order_by(Account.last_name, Account.first_name, Account.id)
+            if limit is not None:
+                query = query.limit(limit)
             if role:
                 query = query.where(Account.role == role)
             if status:
@@ -790,18 +793,20 @@ class Accounts:
             return Status.PENDING_APPROVAL
         return Status.ACTIVE
 
-    async def do_disable_inactive(self) -> int:
-        """Disable every active account unused for the configured time; returns how many."""
+    async def do_disable_inactive(self, account_id: uuid.UUID | None = None) -> int:
+        """Disable the active accounts (or the one given) unused for the configured time.
+
+        Returns how many were disabled; their sessions end.
+        """
         cutoff = self.clock.now() - self.settings.inactivity
+        query = select(Account).where(
+            Account.status == Status.ACTIVE,
+            func.coalesce(Account.last_activity_at, Account.created_at) < cutoff,
+        )
+        if account_id is not None:
+            query = query.where(Account.id == account_id)
         async with self.db.session() as session:
-            stale = list(
-                await session.scalars(
-                    select(Account).where(
-                        Account.status == Status.ACTIVE,
-                        func.coalesce(Account.last_activity_at, Account.created_at) < cutoff,
-                    )
-                )
-            )
+            stale = list(await session.scalars(query))
             for account in stale:
                 account.status = Status.DISABLED
                 account.disabled_reason = DisabledReason.INACTIVITY

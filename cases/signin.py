@@ -85,15 +85,7 @@ class SignIn:
             if account.disabled_reason == DisabledReason.INACTIVITY:
                 raise UserError(ErrorCode.ACCOUNT_DISABLED_INACTIVE)
             raise UserError(ErrorCode.ACCOUNT_DISABLED)
-        now = self._clock.now()
-        last_used = account.last_activity_at or account.created_at
-        if now - last_used > self.accounts.settings.inactivity:
-            async with self.accounts.db.session() as session:
-                row = await session.get(Account, account.id)
-                if row is not None:
-                    row.status = Status.DISABLED
-                    row.disabled_reason = DisabledReason.INACTIVITY
-                    await session.commit()
+        if await self.accounts.do_disable_inactive(account.id):
             raise UserError(ErrorCode.ACCOUNT_DISABLED_INACTIVE)
 
     async def _maybe_resend_verification(self, account: Account) -> None:

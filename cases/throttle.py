@@ -66,8 +66,6 @@ class Throttle:
                 ).one()
                 if count < self.allowed or last is None:
                     continue
-                if last.tzinfo is None:  # SQLite aggregates lose the column type
-                    last = datetime.fromisoformat(str(last)).replace(tzinfo=now.tzinfo)
                 delay = min(2.0 ** (count - self.allowed), self.max_delay.total_seconds())
                 wait = max(wait, (last - now).total_seconds() + delay)
         if wait > 0:

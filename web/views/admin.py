@@ -105,7 +105,6 @@ async def staff_form(request: web.Request) -> web.StreamResponse:
         form={"role": "conciliator"},
         errors={},
         roles=sorted(STAFF_ROLES),
-        link=None,
     )
 
 
@@ -123,7 +122,6 @@ async def staff_submit(request: web.Request) -> web.StreamResponse:
             form=keep(form),
             errors=exc.fields,
             roles=sorted(STAFF_ROLES),
-            link=None,
         )
     raise web.HTTPSeeOther(f"/admin/accounts?created={account.username}")
 
