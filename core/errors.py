@@ -68,6 +68,11 @@ class ErrorCode(StrEnum):
     COMPLAINT_TOO_RECENT = "complaint_too_recent"
     # the life of a case
     TRANSITION_REFUSED = "transition_refused"
+    # uploaded files
+    FILE_TYPE_NOT_ALLOWED = "file_type_not_allowed"
+    FILE_CONTENT_MISMATCH = "file_content_mismatch"
+    FILE_ARCHIVE_TOO_BIG = "file_archive_too_big"
+    FILE_EMPTY = "file_empty"
 
 
 class ConciliaError(Exception):

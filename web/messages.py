@@ -100,6 +100,14 @@ MESSAGES: dict[ErrorCode, str] = {
         " request from %(date)s."
     ),
     ErrorCode.TRANSITION_REFUSED: N_("This step is not possible in the current state of the case."),
+    ErrorCode.FILE_TYPE_NOT_ALLOWED: N_("This type of file is not accepted: see the allowed ones."),
+    ErrorCode.FILE_CONTENT_MISMATCH: N_(
+        "The content of the file does not match its extension: save it again in that format."
+    ),
+    ErrorCode.FILE_ARCHIVE_TOO_BIG: N_(
+        "The document expands to too much data or too many parts: save it again, smaller."
+    ),
+    ErrorCode.FILE_EMPTY: N_("The file is empty."),
 }
 
 
