@@ -73,6 +73,7 @@ class ErrorCode(StrEnum):
     FILE_CONTENT_MISMATCH = "file_content_mismatch"
     FILE_ARCHIVE_TOO_BIG = "file_archive_too_big"
     FILE_EMPTY = "file_empty"
+    FILE_TOO_LARGE = "file_too_large"
 
 
 class ConciliaError(Exception):

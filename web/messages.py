@@ -108,6 +108,7 @@ MESSAGES: dict[ErrorCode, str] = {
         "The document expands to too much data or too many parts: save it again, smaller."
     ),
     ErrorCode.FILE_EMPTY: N_("The file is empty."),
+    ErrorCode.FILE_TOO_LARGE: N_("The file is too large: each file may be at most 15 MB."),
 }
 
 
