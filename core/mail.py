@@ -30,6 +30,7 @@ from core.settings import Settings
 log = logging.getLogger(__name__)
 
 CLAIM = timedelta(minutes=5)
+STOP_GRACE = 10.0  # seconds a stopping worker may take to finish its pass
 BATCH = 20
 
 
@@ -101,6 +102,7 @@ class MailWorker:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._on_result = on_result or (lambda _status: None)
+        self._stopping = False
         self.idle = asyncio.Event()
 
     def wake(self) -> None:
@@ -111,18 +113,27 @@ class MailWorker:
             self._task = asyncio.create_task(self._run(), name="mail-worker")
 
     async def close(self) -> None:
+        """Stop after the current pass (cancelling only if it takes too long); idempotent."""
         task, self._task = self._task, None
-        if task is not None:
+        if task is None:
+            return
+        # Stopping between passes, not in the middle of a database operation, leaves the
+        # connection pool clean for the engine's disposal.
+        self._stopping = True
+        self._wake.set()
+        try:
+            await asyncio.wait_for(asyncio.shield(task), STOP_GRACE)
+        except TimeoutError:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 
     async def _run(self) -> None:
         backoff = 1.0
-        while True:
+        while not self._stopping:
             try:
                 self.idle.clear()
-                while await self.deliver_due():
+                while not self._stopping and await self.deliver_due():
                     pass
                 self.idle.set()
                 backoff = 1.0

@@ -50,6 +50,7 @@ class Services:
     secret: bytes
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _closed: bool = False
+    _stop: asyncio.Event = field(default_factory=asyncio.Event)
 
     def start_background(self) -> None:
         """Start the mail worker and the maintenance loop (the web server does; the CLI not)."""
@@ -58,7 +59,7 @@ class Services:
 
     async def _maintenance(self) -> None:
         backoff = 1.0
-        while True:
+        while not self._stop.is_set():
             try:
                 disabled = await self.accounts.do_disable_inactive()
                 if disabled:
@@ -66,7 +67,8 @@ class Services:
                 if isinstance(self.sessions, DbSessionStore):
                     await self.sessions.purge_expired()
                 backoff = 1.0
-                await asyncio.sleep(MAINTENANCE_SECONDS)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), MAINTENANCE_SECONDS)
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -79,11 +81,14 @@ class Services:
         if self._closed:
             return
         self._closed = True
+        self._stop.set()
         for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            try:
+                await asyncio.wait_for(asyncio.shield(task), 10.0)
+            except TimeoutError:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         await self.mail.close()
         await self.sessions.close()
         if self.redis is not None:

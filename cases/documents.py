@@ -1,0 +1,214 @@
+"""Documents of a case file: who added what, when, of which category, and who may see it.
+
+Adding a document streams it to storage first, checks its content, and only then writes the
+row, in the same transaction as the timeline line: a row never points at a missing file, and a
+refused or failed upload leaves neither. Objects no row points at (a crash between the two)
+are removed by ``sweep_orphans``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+from sqlalchemy import Boolean, ForeignKey, Integer, String, select
+from sqlalchemy.orm import Mapped, mapped_column
+
+from cases.accounts import Account
+from cases.casefile import Case, CaseEvent, actor_for
+from cases.identity import clean
+from cases.lifecycle import Actor, CaseStatus
+from cases.storage import Storage
+from cases.uploads import (
+    CONCILIATION_EXTENSIONS,
+    CONCILIATION_MAX_FILE,
+    check_content,
+    check_extension,
+    extension,
+    sanitize_name,
+)
+from core.clock import Clock
+from core.db import Base, Database, UTCDateTime
+from core.errors import ErrorCode, FieldErrors, UserError
+from core.ids import new_id
+
+DESCRIPTION_MAX = 300
+
+
+class Category(StrEnum):
+    COMPLAINT = "complaint"
+    COMPANY_ANSWER = "company_answer"
+    IDENTITY = "identity"
+    DELEGATION = "delegation"
+    CHAMBER_CERTIFICATE = "chamber_certificate"  # visura camerale
+    BILL = "bill"
+    CONTRACT = "contract"
+    CORRESPONDENCE = "correspondence"
+    COMPANY_DOCUMENT = "company_document"
+    OTHER = "other"
+
+
+class Document(Base):
+    __tablename__ = "documents"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
+    case_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("cases.id"), index=True)
+    storage_key: Mapped[str] = mapped_column(String(64), unique=True)
+    name: Mapped[str] = mapped_column(String(160))
+    extension: Mapped[str] = mapped_column(String(10))
+    size: Mapped[int] = mapped_column(Integer)
+    sha256: Mapped[str] = mapped_column(String(64))
+    category: Mapped[str] = mapped_column(String(32))
+    description: Mapped[str] = mapped_column(String(DESCRIPTION_MAX))
+    # False: for the conciliator (and staff) only, never shown to the other party.
+    visible_to_other_party: Mapped[bool] = mapped_column(Boolean)
+    added_by_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("accounts.id"))
+    added_as: Mapped[str] = mapped_column(String(16))  # the actor: applicant, company, desk…
+    added_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+PARTIES = (Actor.APPLICANT, Actor.COMPANY)
+
+
+def may_see(document: Document, actor: Actor) -> bool:
+    """Staff see everything; a party sees its own documents and the other's shared ones."""
+    if actor not in PARTIES:
+        return True
+    return document.added_as == actor or document.visible_to_other_party
+
+
+def check_document_fields(
+    category: object, description: object, visible: object
+) -> tuple[Category, str, bool]:
+    errors: dict[str, list[ErrorCode]] = {}
+    try:
+        chosen = Category(category if isinstance(category, str) else "")
+    except ValueError:
+        errors["category"] = [ErrorCode.REQUIRED if not category else ErrorCode.INVALID_CHOICE]
+        chosen = Category.OTHER
+    text = clean(description, DESCRIPTION_MAX)
+    if not text:
+        errors["description"] = [ErrorCode.REQUIRED]
+    elif len(text) > DESCRIPTION_MAX:
+        errors["description"] = [ErrorCode.TOO_LONG]
+    if errors:
+        raise FieldErrors(errors)
+    return chosen, text, visible in (True, "on", "1", "true")
+
+
+class Documents:
+    def __init__(self, db: Database, clock: Clock, storage: Storage) -> None:
+        self.db = db
+        self.clock = clock
+        self.storage = storage
+
+    async def do_add(
+        self,
+        account: Account,
+        case_id: uuid.UUID,
+        *,
+        filename: str,
+        chunks: AsyncIterator[bytes],
+        category: object,
+        description: object,
+        visible_to_other_party: object,
+    ) -> Document:
+        """Add a document to a case the person takes part in (fields checked before the bytes)."""
+        chosen, text, visible = check_document_fields(category, description, visible_to_other_party)
+        name = sanitize_name(filename)
+        verdict = check_extension(name, CONCILIATION_EXTENSIONS)
+        if not verdict.ok:
+            raise FieldErrors({"file": [verdict.code or ErrorCode.FILE_TYPE_NOT_ALLOWED]})
+        async with self.db.session() as session:
+            case = await session.get(Case, case_id)
+            actor = actor_for(account, case) if case is not None else None
+        if case is None or actor is None:
+            raise UserError(ErrorCode.NOT_FOUND)
+        if case.status == CaseStatus.CLOSED:
+            raise UserError(ErrorCode.TRANSITION_REFUSED, "the case is closed")
+        stored = await self.storage.put(chunks, max_bytes=CONCILIATION_MAX_FILE)
+        try:
+            content = await asyncio.to_thread(
+                check_content, self.storage.path(stored.key), extension(name)
+            )
+            if not content.ok:
+                raise FieldErrors({"file": [content.code or ErrorCode.FILE_CONTENT_MISMATCH]})
+            now = self.clock.now()
+            document = Document(
+                id=new_id(),
+                case_id=case_id,
+                storage_key=stored.key,
+                name=name,
+                extension=extension(name),
+                size=stored.size,
+                sha256=stored.sha256,
+                category=chosen,
+                description=text,
+                visible_to_other_party=visible,
+                added_by_id=account.id,
+                added_as=actor,
+                added_at=now,
+            )
+            async with self.db.session() as session:
+                session.add(document)
+                session.add(
+                    CaseEvent(
+                        case_id=case_id,
+                        at=now,
+                        account_id=account.id,
+                        actor=actor,
+                        kind="document_added",
+                        from_status=case.status,
+                        to_status=case.status,
+                        note=name,
+                    )
+                )
+                await session.commit()
+        except BaseException:
+            await self.storage.delete(stored.key)
+            raise
+        return document
+
+    async def list_for(self, account: Account, case_id: uuid.UUID) -> list[Document]:
+        """The case's documents the person may see, oldest first; ``NOT_FOUND`` if unrelated."""
+        async with self.db.session() as session:
+            case = await session.get(Case, case_id)
+            actor = actor_for(account, case) if case is not None else None
+            if case is None or actor is None:
+                raise UserError(ErrorCode.NOT_FOUND)
+            rows = await session.scalars(
+                select(Document)
+                .where(Document.case_id == case_id)
+                .order_by(Document.added_at, Document.id)
+            )
+            return [d for d in rows if may_see(d, actor)]
+
+    async def get_for(self, account: Account, document_id: uuid.UUID) -> Document:
+        """One document, only for those who may see it (``NOT_FOUND`` otherwise, never 403)."""
+        async with self.db.session() as session:
+            document = await session.get(Document, document_id)
+            case = await session.get(Case, document.case_id) if document is not None else None
+        actor = actor_for(account, case) if case is not None else None
+        if document is None or actor is None or not may_see(document, actor):
+            raise UserError(ErrorCode.NOT_FOUND)
+        return document
+
+    async def sweep_orphans(self, older_than: timedelta = timedelta(hours=1)) -> int:
+        """Delete stored objects no document points at (left by a crash mid-upload)."""
+        async with self.db.session() as session:
+            known = set(await session.scalars(select(Document.storage_key)))
+        removed = 0
+        # File times are the file system's own: compare them with the real clock.
+        cutoff = time.time() - older_than.total_seconds()
+        for key in await self.storage.keys():
+            if key in known:
+                continue
+            path = self.storage.path(key)
+            if path.stat().st_mtime < cutoff:
+                await self.storage.delete(key)
+                removed += 1
+        return removed
