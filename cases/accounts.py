@@ -394,13 +394,10 @@ class Accounts:
         token = await issue_link(
             session, account.id, Purpose.VERIFY_EMAIL, timedelta(hours=hours), self.clock.now()
         )
-        self.notifier.queue(
+        self.notifier.queue_for(
             session,
-            to=account.email,
-            lang=account.language,
-            template="verify_email",
-            first_name=account.first_name,
-            username=account.username,
+            account,
+            "verify_email",
             hours=hours,
             link=f"{self.notifier.public_url}/verify/{token}",
         )
@@ -502,14 +499,7 @@ class Accounts:
         )
         for purpose in (Purpose.RESET_PASSWORD, Purpose.CHANGE_EMAIL, Purpose.LOGIN_CODE):
             await revoke(session, account.id, purpose, now)
-        self.notifier.queue(
-            session,
-            to=account.email,
-            lang=account.language,
-            template="password_changed",
-            first_name=account.first_name,
-            username=account.username,
-        )
+        self.notifier.queue_for(session, account, "password_changed")
 
     async def _current_password_ok(self, account: Account, form: Mapping[str, object]) -> bool:
         """Check the account's current password, throttled like sign-in (stolen sessions)."""
@@ -584,14 +574,7 @@ class Accounts:
             account.language = language
             account.association_name = association
             if changing_email:
-                self.notifier.queue(
-                    session,
-                    to=account.email,
-                    lang=account.language,
-                    template="email_change_requested",
-                    first_name=account.first_name,
-                    username=account.username,
-                )
+                self.notifier.queue_for(session, account, "email_change_requested")
                 hours = self.settings.verify_token_hours
                 token = await issue_link(
                     session,
@@ -723,13 +706,10 @@ class Accounts:
                     now,
                 )
                 link = f"{self.notifier.public_url}/reset/{token}"
-                self.notifier.queue(
+                self.notifier.queue_for(
                     session,
-                    to=account.email,
-                    lang=account.language,
-                    template="staff_welcome",
-                    first_name=account.first_name,
-                    username=account.username,
+                    account,
+                    "staff_welcome",
                     role=str(role),
                     hours=STAFF_LINK_HOURS,
                     link=link,
@@ -749,14 +729,8 @@ class Accounts:
             company = await session.get(Company, account.company_id) if account.company_id else None
             account.status = Status.ACTIVE
             account.approved_at = account.last_activity_at = self.clock.now()
-            self.notifier.queue(
-                session,
-                to=account.email,
-                lang=account.language,
-                template="account_activated",
-                first_name=account.first_name,
-                username=account.username,
-                company=company.name if company else "-",
+            self.notifier.queue_for(
+                session, account, "account_activated", company=company.name if company else "-"
             )
             await session.commit()
         self.notifier.wake()

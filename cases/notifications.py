@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
@@ -16,6 +16,15 @@ from core.mail import OutboxMail, enqueue
 
 TEMPLATES = Path(__file__).parent / "mail"
 SEPARATOR = "\n---\n"
+
+
+class Recipient(Protocol):
+    """What a mail needs of an account (kept structural: accounts import this module)."""
+
+    email: str
+    language: str
+    first_name: str
+    username: str
 
 
 class Notifier:
@@ -51,4 +60,18 @@ class Notifier:
         subject, body = self.render(template, lang, **context)
         return enqueue(
             session, to=to, subject=subject, text=body, now=self._clock.now(), domain=self._domain
+        )
+
+    def queue_for(
+        self, session: AsyncSession, account: Recipient, template: str, **context: Any
+    ) -> OutboxMail:
+        """Queue a mail to an account, in its language, greeting it by name."""
+        return self.queue(
+            session,
+            to=account.email,
+            lang=account.language,
+            template=template,
+            first_name=account.first_name,
+            username=account.username,
+            **context,
         )

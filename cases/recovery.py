@@ -55,13 +55,10 @@ class Recovery:
                 token = await issue_link(
                     session, account.id, Purpose.RESET_PASSWORD, timedelta(minutes=minutes), now
                 )
-                accounts.notifier.queue(
+                accounts.notifier.queue_for(
                     session,
-                    to=account.email,
-                    lang=account.language,
-                    template="reset_password",
-                    first_name=account.first_name,
-                    username=account.username,
+                    account,
+                    "reset_password",
                     minutes=minutes,
                     link=f"{accounts.notifier.public_url}/reset/{token}",
                 )

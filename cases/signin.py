@@ -126,14 +126,8 @@ class SignIn:
             code = await issue_code(
                 session, self._secret, account.id, timedelta(minutes=minutes), self._clock.now()
             )
-            self.accounts.notifier.queue(
-                session,
-                to=account.email,
-                lang=account.language,
-                template="login_code",
-                first_name=account.first_name,
-                code=code,
-                minutes=minutes,
+            self.accounts.notifier.queue_for(
+                session, account, "login_code", code=code, minutes=minutes
             )
             await session.commit()
         self.accounts.notifier.wake()
