@@ -115,6 +115,21 @@ def actor_for(account: Account, case: Case) -> Actor | None:
     return None
 
 
+async def case_for(
+    session: AsyncSession, account: Account | None, case_id: uuid.UUID, *, lock: bool = False
+) -> tuple[Case, Actor]:
+    """The case and what ``account`` is for it (``None``: the system); ``NOT_FOUND`` for anyone
+    unrelated, so a guessed id tells nothing. ``lock`` takes the row for a change."""
+    query = select(Case).where(Case.id == case_id)
+    case = await session.scalar(query.with_for_update() if lock else query)
+    if case is None:
+        raise UserError(ErrorCode.NOT_FOUND)
+    actor = Actor.SYSTEM if account is None else actor_for(account, case)
+    if actor is None:
+        raise UserError(ErrorCode.NOT_FOUND)
+    return case, actor
+
+
 @dataclass(frozen=True)
 class Step:
     case: Case
@@ -169,11 +184,7 @@ class CaseFiles:
     async def get_for(self, account: Account, case_id: uuid.UUID) -> tuple[Case, Actor]:
         """The case as ``account`` may see it; ``NOT_FOUND`` for anyone unrelated to it."""
         async with self.db.session() as session:
-            case = await session.get(Case, case_id)
-        actor = actor_for(account, case) if case is not None else None
-        if case is None or actor is None:
-            raise UserError(ErrorCode.NOT_FOUND)
-        return case, actor
+            return await case_for(session, account, case_id)
 
     async def do_step(
         self, account: Account | None, case_id: uuid.UUID, action: Action, note: str | None = None
@@ -182,14 +193,7 @@ class CaseFiles:
         now = self.clock.now()
         async with self.db.session() as session:
             # Lock the row: two people acting at once take turns, each seeing the other's step.
-            case = await session.scalar(select(Case).where(Case.id == case_id).with_for_update())
-            actor = (
-                Actor.SYSTEM
-                if account is None
-                else (actor_for(account, case) if case is not None else None)
-            )
-            if case is None or actor is None:
-                raise UserError(ErrorCode.NOT_FOUND)
+            case, actor = await case_for(session, account, case_id, lock=True)
             before = CaseStatus(case.status)
             after, outcome = advance(before, action, actor)
             case.status = after

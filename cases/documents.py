@@ -19,7 +19,7 @@ from sqlalchemy import Boolean, ForeignKey, Integer, String, select
 from sqlalchemy.orm import Mapped, mapped_column
 
 from cases.accounts import Account
-from cases.casefile import Case, CaseEvent, actor_for
+from cases.casefile import CaseEvent, case_for
 from cases.identity import clean
 from cases.lifecycle import Actor, CaseStatus
 from cases.storage import Storage
@@ -124,10 +124,7 @@ class Documents:
         if not verdict.ok:
             raise FieldErrors({"file": [verdict.code or ErrorCode.FILE_TYPE_NOT_ALLOWED]})
         async with self.db.session() as session:
-            case = await session.get(Case, case_id)
-            actor = actor_for(account, case) if case is not None else None
-        if case is None or actor is None:
-            raise UserError(ErrorCode.NOT_FOUND)
+            case, actor = await case_for(session, account, case_id)
         if case.status == CaseStatus.CLOSED:
             raise UserError(ErrorCode.TRANSITION_REFUSED, "the case is closed")
         stored = await self.storage.put(chunks, max_bytes=CONCILIATION_MAX_FILE)
@@ -176,10 +173,7 @@ class Documents:
     async def list_for(self, account: Account, case_id: uuid.UUID) -> list[Document]:
         """The case's documents the person may see, oldest first; ``NOT_FOUND`` if unrelated."""
         async with self.db.session() as session:
-            case = await session.get(Case, case_id)
-            actor = actor_for(account, case) if case is not None else None
-            if case is None or actor is None:
-                raise UserError(ErrorCode.NOT_FOUND)
+            _case, actor = await case_for(session, account, case_id)
             rows = await session.scalars(
                 select(Document)
                 .where(Document.case_id == case_id)
@@ -191,9 +185,10 @@ class Documents:
         """One document, only for those who may see it (``NOT_FOUND`` otherwise, never 403)."""
         async with self.db.session() as session:
             document = await session.get(Document, document_id)
-            case = await session.get(Case, document.case_id) if document is not None else None
-        actor = actor_for(account, case) if case is not None else None
-        if document is None or actor is None or not may_see(document, actor):
+            if document is None:
+                raise UserError(ErrorCode.NOT_FOUND)
+            _case, actor = await case_for(session, account, document.case_id)
+        if not may_see(document, actor):
             raise UserError(ErrorCode.NOT_FOUND)
         return document
 

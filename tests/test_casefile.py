@@ -8,7 +8,7 @@ import uuid
 import pytest
 
 from cases.accounts import Account
-from cases.casefile import CaseFiles
+from cases.casefile import Case, CaseFiles
 from cases.companies import do_create_company
 from cases.lifecycle import Action, CaseStatus, Outcome
 from cases.supply import Sector
@@ -33,24 +33,21 @@ async def _setup(env: Env) -> tuple[CaseFiles, uuid.UUID]:
     return CaseFiles(env.services.db, env.clock), company.id
 
 
+async def own_draft(
+    files: CaseFiles, customer: Account, company_id: uuid.UUID, sector: Sector
+) -> Case:
+    """A draft a customer opens for themself."""
+    return await files.do_open_draft(
+        customer, company_id=company_id, sector=sector, customer_id=customer.id, delegate_id=None
+    )
+
+
 async def test_codes_are_given_at_submission_in_order(env: Env) -> None:
     files, company_id = await _setup(env)
     await registered(env, "cliente1")
     customer = await _account(env, "cliente1")
-    first = await files.do_open_draft(
-        customer,
-        company_id=company_id,
-        sector=Sector.ELECTRICITY,
-        customer_id=customer.id,
-        delegate_id=None,
-    )
-    second = await files.do_open_draft(
-        customer,
-        company_id=company_id,
-        sector=Sector.ELECTRICITY,
-        customer_id=customer.id,
-        delegate_id=None,
-    )
+    first = await own_draft(files, customer, company_id, Sector.ELECTRICITY)
+    second = await own_draft(files, customer, company_id, Sector.ELECTRICITY)
     assert first.code is None
     step = await files.do_step(customer, second.id, Action.SUBMIT)
     assert step.case.code == "CONC-2026-000001" and step.case.status == CaseStatus.SUBMITTED
@@ -68,16 +65,7 @@ async def test_concurrent_submissions_get_distinct_codes(env: Env) -> None:
     files, company_id = await _setup(env)
     await registered(env, "cliente2")
     customer = await _account(env, "cliente2")
-    drafts = [
-        await files.do_open_draft(
-            customer,
-            company_id=company_id,
-            sector=Sector.GAS,
-            customer_id=customer.id,
-            delegate_id=None,
-        )
-        for _ in range(8)
-    ]
+    drafts = [await own_draft(files, customer, company_id, Sector.GAS) for _ in range(8)]
     steps = await asyncio.gather(*(files.do_step(customer, d.id, Action.SUBMIT) for d in drafts))
     codes = sorted(s.case.code or "" for s in steps)
     assert codes == [f"CONC-2026-{n:06d}" for n in range(1, 9)]
@@ -110,13 +98,7 @@ async def test_unrelated_people_cannot_even_see_a_case(env: Env) -> None:
     await registered(env, "estraneo")
     await registered(env, "rep.altra", kind="company_rep", company_id=str(other_company.id))
     owner = await _account(env, "titolare")
-    case = await files.do_open_draft(
-        owner,
-        company_id=company_id,
-        sector=Sector.ELECTRICITY,
-        customer_id=owner.id,
-        delegate_id=None,
-    )
+    case = await own_draft(files, owner, company_id, Sector.ELECTRICITY)
     for name in ("estraneo", "rep.altra"):
         with pytest.raises(UserError) as refused:
             await files.get_for(await _account(env, name), case.id)
@@ -131,13 +113,7 @@ async def test_refused_step_changes_nothing(env: Env) -> None:
     customer = await _account(env, "frettoloso")
     await staff(env, "sportello", role="helpdesk")
     desk = await _account(env, "sportello")
-    case = await files.do_open_draft(
-        customer,
-        company_id=company_id,
-        sector=Sector.GAS,
-        customer_id=customer.id,
-        delegate_id=None,
-    )
+    case = await own_draft(files, customer, company_id, Sector.GAS)
     with pytest.raises(UserError) as refused:
         await files.do_step(desk, case.id, Action.ADMIT)  # a draft cannot be admitted
     assert refused.value.code == ErrorCode.TRANSITION_REFUSED
@@ -155,13 +131,7 @@ async def test_integration_expires_by_itself(env: Env) -> None:
     customer = await _account(env, "silenzioso")
     await staff(env, "sportello2", role="admin")
     desk = await _account(env, "sportello2")
-    case = await files.do_open_draft(
-        customer,
-        company_id=company_id,
-        sector=Sector.GAS,
-        customer_id=customer.id,
-        delegate_id=None,
-    )
+    case = await own_draft(files, customer, company_id, Sector.GAS)
     await files.do_step(customer, case.id, Action.SUBMIT)
     await files.do_step(
         desk, case.id, Action.REQUEST_INTEGRATION, note="Manca la copia del reclamo."
