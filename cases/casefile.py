@@ -9,19 +9,22 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import ForeignKey, Integer, String, Text, insert, select, update
+from sqlalchemy import JSON, ForeignKey, Integer, String, Text, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
 from cases.accounts import Account, Role
-from cases.lifecycle import Action, Actor, CaseStatus, advance
+from cases.alerts import Alerts, Audience
+from cases.companies import Company
+from cases.lifecycle import OUTCOME_LABELS, STATUS_LABELS, Action, Actor, CaseStatus, advance
 from cases.supply import Sector
-from core.clock import Clock
+from core.clock import ROME, Clock
 from core.db import Base, Database, UTCDateTime
-from core.errors import ErrorCode, UserError
+from core.errors import ErrorCode, FieldErrors, UserError
 from core.ids import new_id
 
 CODE_PREFIX = "CONC"
@@ -43,11 +46,28 @@ class Case(Base):
     delegate_id: Mapped[uuid.UUID | None] = mapped_column(
         ForeignKey("accounts.id"), nullable=True, index=True
     )
-    company_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("companies.id"), index=True)
-    sector: Mapped[str] = mapped_column(String(16))
+    # Chosen in the request form: unknown while the draft is young.
+    company_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("companies.id"), nullable=True, index=True
+    )
+    sector: Mapped[str | None] = mapped_column(String(16), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     submitted_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    # The request form's answers (cases.request), kept as typed in a draft, clean once submitted.
+    answers: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # Copied out of the answers at submission, for lists, refiling checks and scheduling.
+    customer_name: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    customer_key: Mapped[str | None] = mapped_column(String(20), nullable=True, index=True)
+    supply_point: Mapped[str | None] = mapped_column(String(80), nullable=True)
+    meeting_mode: Mapped[str | None] = mapped_column(String(8), nullable=True)
+    availability: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
+    # Where alerts go when the customer has no account (a request received by post or e-mail).
+    contact_email: Mapped[str | None] = mapped_column(String(254), nullable=True)
+    contact_language: Mapped[str | None] = mapped_column(String(5), nullable=True)
+    integration_due_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    integration_reminded_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    company_confirmed_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
 
     @property
     def applicant_id(self) -> uuid.UUID | None:
@@ -127,6 +147,12 @@ async def case_for(
     actor = Actor.SYSTEM if account is None else actor_for(account, case)
     if actor is None:
         raise UserError(ErrorCode.NOT_FOUND)
+    if (
+        case.status == CaseStatus.DRAFT
+        and account is not None
+        and account.id not in (case.created_by_id, case.applicant_id)
+    ):
+        raise UserError(ErrorCode.NOT_FOUND)  # a draft is its author's alone
     return case, actor
 
 
@@ -136,21 +162,67 @@ class Step:
     event: CaseEvent
 
 
-class CaseFiles:
-    """Opening cases and moving them along their life cycle."""
+def record(
+    session: AsyncSession,
+    case: Case,
+    *,
+    at: datetime,
+    account_id: uuid.UUID | None,
+    actor: Actor,
+    kind: str,
+    note: str | None = None,
+) -> CaseEvent:
+    """Append a line that changes no status to the case's timeline (caller's transaction)."""
+    event = CaseEvent(
+        case_id=case.id,
+        at=at,
+        account_id=account_id,
+        actor=actor,
+        kind=kind,
+        from_status=case.status,
+        to_status=case.status,
+        note=note,
+    )
+    session.add(event)
+    return event
 
-    def __init__(self, db: Database, clock: Clock) -> None:
+
+def rome_time(moment: datetime) -> str:
+    """A moment as people in Italy read it (mails carry no time zone of their own)."""
+    return moment.astimezone(ROME).strftime("%d/%m/%Y %H:%M")
+
+
+# Who hears of a status change: the applicant always; the company once the case concerns it.
+COMPANY_HEARS = frozenset({CaseStatus.ADMITTED, CaseStatus.SCHEDULED, CaseStatus.MEETING_HELD})
+
+
+class CaseFiles:
+    """Opening cases, moving them along their life cycle, and the deadlines that run."""
+
+    def __init__(
+        self,
+        db: Database,
+        clock: Clock,
+        alerts: Alerts | None = None,
+        *,
+        integration_days: int = 7,
+        reminder_hours: int = 48,
+    ) -> None:
         self.db = db
         self.clock = clock
+        self.alerts = alerts
+        self.integration_time = timedelta(days=integration_days)
+        self.reminder_time = timedelta(hours=reminder_hours)
 
     async def do_open_draft(
         self,
         author: Account,
         *,
-        company_id: uuid.UUID,
-        sector: Sector,
+        company_id: uuid.UUID | None = None,
+        sector: Sector | None = None,
         customer_id: uuid.UUID | None,
         delegate_id: uuid.UUID | None,
+        answers: dict[str, Any] | None = None,
     ) -> Case:
         """A new draft, with its first timeline line."""
         now = self.clock.now()
@@ -163,21 +235,14 @@ class CaseFiles:
             company_id=company_id,
             sector=sector,
             created_at=now,
+            answers=answers or {},
         )
         async with self.db.session() as session:
             session.add(case)
             await session.flush()
-            session.add(
-                CaseEvent(
-                    case_id=case.id,
-                    at=now,
-                    account_id=author.id,
-                    actor=Actor.APPLICANT if author.id == case.applicant_id else Actor.DESK,
-                    kind="opened",
-                    from_status=None,
-                    to_status=CaseStatus.DRAFT,
-                )
-            )
+            actor = Actor.APPLICANT if author.id == case.applicant_id else Actor.DESK
+            opened = record(session, case, at=now, account_id=author.id, actor=actor, kind="opened")
+            opened.from_status = None  # the case did not exist before
             await session.commit()
         return case
 
@@ -190,33 +255,172 @@ class CaseFiles:
         self, account: Account | None, case_id: uuid.UUID, action: Action, note: str | None = None
     ) -> Step:
         """Take ``action`` on the case as ``account`` (``None``: the system's own deadlines)."""
-        now = self.clock.now()
         async with self.db.session() as session:
             # Lock the row: two people acting at once take turns, each seeing the other's step.
             case, actor = await case_for(session, account, case_id, lock=True)
-            before = CaseStatus(case.status)
-            after, outcome = advance(before, action, actor)
-            case.status = after
-            if outcome is not None:
-                case.outcome = outcome
-            if action == Action.SUBMIT and case.code is None:
-                case.code = await next_code(session, now.year)
-                case.submitted_at = now
-            if after == CaseStatus.CLOSED:
-                case.closed_at = now
-            event = CaseEvent(
-                case_id=case.id,
-                at=now,
-                account_id=account.id if account is not None else None,
-                actor=actor,
-                kind=action,
-                from_status=before,
-                to_status=after,
-                note=note,
-            )
-            session.add(event)
+            step = await self.step_in(session, case, actor, account, action, note)
             await session.commit()
-            return Step(case, event)
+        self.wake_mail()
+        return step
+
+    async def step_in(
+        self,
+        session: AsyncSession,
+        case: Case,
+        actor: Actor,
+        account: Account | None,
+        action: Action,
+        note: str | None = None,
+    ) -> Step:
+        """The step inside the caller's transaction, with its timeline line and alerts."""
+        now = self.clock.now()
+        before = CaseStatus(case.status)
+        after, outcome = advance(before, action, actor)
+        if action == Action.REQUEST_INTEGRATION and not (note or "").strip():
+            raise FieldErrors({"message": [ErrorCode.MESSAGE_REQUIRED]})
+        case.status = after
+        if outcome is not None:
+            case.outcome = outcome
+        if action == Action.SUBMIT and case.code is None:
+            case.code = await next_code(session, now.year)
+            case.submitted_at = now
+        if action == Action.REQUEST_INTEGRATION:
+            case.integration_due_at = now + self.integration_time
+            case.integration_reminded_at = None
+        elif before == CaseStatus.INTEGRATION_REQUESTED:
+            case.integration_due_at = None
+        if after == CaseStatus.CLOSED:
+            case.closed_at = now
+        event = CaseEvent(
+            case_id=case.id,
+            at=now,
+            account_id=account.id if account is not None else None,
+            actor=actor,
+            kind=action,
+            from_status=before,
+            to_status=after,
+            note=note,
+        )
+        session.add(event)
+        await self._alert_step(session, case, before, action, note)
+        return Step(case, event)
+
+    async def _alert_step(
+        self,
+        session: AsyncSession,
+        case: Case,
+        before: CaseStatus,
+        action: Action,
+        note: str | None,
+    ) -> None:
+        if self.alerts is None:
+            return
+        if action == Action.SUBMIT:
+            company = await session.get(Company, case.company_id) if case.company_id else None
+            await self.alerts.send(
+                session,
+                case,
+                (Audience.APPLICANT,),
+                "case_submitted",
+                company=company.name if company else "",
+            )
+            return
+        if action == Action.REQUEST_INTEGRATION:
+            assert case.integration_due_at is not None
+            await self.alerts.send(
+                session,
+                case,
+                (Audience.APPLICANT,),
+                "case_integration",
+                note=note or "",
+                due=rome_time(case.integration_due_at),
+            )
+            return
+        audiences: tuple[Audience, ...] = (Audience.APPLICANT,)
+        if case.status in COMPANY_HEARS or before in COMPANY_HEARS:
+            audiences = (Audience.APPLICANT, Audience.COMPANY)
+        await self.alerts.send(
+            session,
+            case,
+            audiences,
+            "case_status",
+            status=STATUS_LABELS[case.status],
+            outcome=OUTCOME_LABELS.get(case.outcome or "", ""),
+            note=note or "",
+        )
+
+    def wake_mail(self) -> None:
+        """Tell the mail worker alerts were committed (it polls anyway)."""
+        if self.alerts is not None:
+            self.alerts.notifier.wake()
+
+    async def do_confirm_participation(self, account: Account, case_id: uuid.UUID) -> Case:
+        """The company's representative confirms the company takes part in the meeting."""
+        now = self.clock.now()
+        async with self.db.session() as session:
+            case, actor = await case_for(session, account, case_id, lock=True)
+            if actor != Actor.COMPANY:
+                raise UserError(ErrorCode.FORBIDDEN)
+            if case.status not in (CaseStatus.ADMITTED, CaseStatus.SCHEDULED):
+                raise UserError(ErrorCode.TRANSITION_REFUSED, "not awaiting the company")
+            if case.company_confirmed_at is None:
+                case.company_confirmed_at = now
+                record(
+                    session,
+                    case,
+                    at=now,
+                    account_id=account.id,
+                    actor=actor,
+                    kind="participation_confirmed",
+                )
+            await session.commit()
+        return case
+
+    async def do_run_deadlines(self) -> tuple[int, int]:
+        """Remind applicants whose integration time nears its end, and close the expired ones
+        as not activated. Safe on several nodes at once: each case is taken under its lock and
+        re-read, so a reminder is sent once and a case expires once."""
+        now = self.clock.now()
+        reminded = expired = 0
+        async with self.db.session() as session:
+            due = list(
+                await session.scalars(
+                    select(Case.id).where(
+                        Case.status == CaseStatus.INTEGRATION_REQUESTED,
+                        Case.integration_due_at.is_not(None),
+                        Case.integration_due_at <= now + self.reminder_time,
+                    )
+                )
+            )
+        for case_id in due:
+            async with self.db.session() as session:
+                case, _actor = await case_for(session, None, case_id, lock=True)
+                if (
+                    case.status != CaseStatus.INTEGRATION_REQUESTED
+                    or case.integration_due_at is None
+                ):
+                    continue
+                if case.integration_due_at <= now:
+                    await self.step_in(session, case, Actor.SYSTEM, None, Action.EXPIRE_INTEGRATION)
+                    expired += 1
+                elif case.integration_reminded_at is None:
+                    case.integration_reminded_at = now
+                    record(
+                        session, case, at=now, account_id=None, actor=Actor.SYSTEM, kind="reminded"
+                    )
+                    if self.alerts is not None:
+                        await self.alerts.send(
+                            session,
+                            case,
+                            (Audience.APPLICANT,),
+                            "case_integration_reminder",
+                            due=rome_time(case.integration_due_at),
+                        )
+                    reminded += 1
+                await session.commit()
+        if reminded or expired:
+            self.wake_mail()
+        return reminded, expired
 
     async def timeline(self, case_id: uuid.UUID) -> list[CaseEvent]:
         """The case's events, oldest first."""

@@ -16,10 +16,12 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 
 from sqlalchemy import Boolean, ForeignKey, Integer, String, select
+from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
 from cases.accounts import Account
-from cases.casefile import CaseEvent, case_for
+from cases.alerts import Alerts, Audience
+from cases.casefile import Case, CaseEvent, case_for
 from cases.identity import clean
 from cases.lifecycle import Actor, CaseStatus
 from cases.storage import Storage
@@ -101,10 +103,13 @@ def check_document_fields(
 
 
 class Documents:
-    def __init__(self, db: Database, clock: Clock, storage: Storage) -> None:
+    def __init__(
+        self, db: Database, clock: Clock, storage: Storage, alerts: Alerts | None = None
+    ) -> None:
         self.db = db
         self.clock = clock
         self.storage = storage
+        self.alerts = alerts
 
     async def do_add(
         self,
@@ -164,11 +169,32 @@ class Documents:
                         note=name,
                     )
                 )
+                await self._alert(session, case, actor, account, visible)
                 await session.commit()
         except BaseException:
             await self.storage.delete(stored.key)
             raise
+        if self.alerts is not None:
+            self.alerts.notifier.wake()
         return document
+
+    async def _alert(
+        self, session: AsyncSession, case: Case, actor: Actor, account: Account, visible: bool
+    ) -> None:
+        """New documentation: the other party hears of it when it may see it; the applicant
+        also of what staff add. Nobody hears of a draft's attachments."""
+        if self.alerts is None or case.status == CaseStatus.DRAFT:
+            return
+        audiences: list[Audience] = []
+        if actor != Actor.APPLICANT and (visible or actor != Actor.COMPANY):
+            audiences.append(Audience.APPLICANT)
+        company_involved = case.status not in (
+            CaseStatus.SUBMITTED,
+            CaseStatus.INTEGRATION_REQUESTED,
+        )
+        if actor != Actor.COMPANY and company_involved and (visible or actor not in PARTIES):
+            audiences.append(Audience.COMPANY)
+        await self.alerts.send(session, case, tuple(audiences), "case_document", skip=account.id)
 
     async def list_for(self, account: Account, case_id: uuid.UUID) -> list[Document]:
         """The case's documents the person may see, oldest first; ``NOT_FOUND`` if unrelated."""

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from core.errors import ErrorCode, UserError
+from core.i18n import N_
 
 
 class CaseStatus(StrEnum):
@@ -34,6 +35,25 @@ class Outcome(StrEnum):
     NOT_ADMISSIBLE = "not_admissible"
     NOT_ACTIVATED = "not_activated"
 
+
+STATUS_LABELS: dict[str, str] = {
+    CaseStatus.DRAFT: N_("Draft"),
+    CaseStatus.SUBMITTED: N_("Submitted"),
+    CaseStatus.INTEGRATION_REQUESTED: N_("Integration requested"),
+    CaseStatus.ADMITTED: N_("Admitted"),
+    CaseStatus.SCHEDULED: N_("Meeting scheduled"),
+    CaseStatus.MEETING_HELD: N_("Meeting held"),
+    CaseStatus.CLOSED: N_("Closed"),
+}
+OUTCOME_LABELS: dict[str, str] = {
+    Outcome.AGREEMENT: N_("Agreement"),
+    Outcome.NO_AGREEMENT: N_("No agreement"),
+    Outcome.APPLICANT_ABSENT: N_("Archived: applicant absent"),
+    Outcome.COMPANY_ABSENT: N_("Company absent"),
+    Outcome.WITHDRAWN: N_("Withdrawn"),
+    Outcome.NOT_ADMISSIBLE: N_("Not admissible"),
+    Outcome.NOT_ACTIVATED: N_("Not activated: the request was not completed in time"),
+}
 
 # Outcomes after which the same dispute cannot be filed again (the service's rule).
 FINAL_FOR_REFILING = frozenset({Outcome.AGREEMENT, Outcome.WITHDRAWN, Outcome.APPLICANT_ABSENT})

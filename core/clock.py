@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
+from zoneinfo import ZoneInfo
+
+ROME = ZoneInfo("Europe/Rome")  # the service's own time zone: slots, deadlines, mails
 
 
 class Clock(Protocol):

@@ -66,6 +66,21 @@ class ErrorCode(StrEnum):
     ANSWER_BEFORE_COMPLAINT = "answer_before_complaint"
     ANSWER_IN_FUTURE = "answer_in_future"
     COMPLAINT_TOO_RECENT = "complaint_too_recent"
+    # the conciliation request
+    DATE_INVALID = "date_invalid"
+    ACTING_AS_NOT_ALLOWED = "acting_as_not_allowed"
+    POSTAL_ONLY_PRIVATE = "postal_only_private"
+    LEGAL_REP_NEEDS_ENTITY = "legal_rep_needs_entity"
+    MANDATE_MUST_SETTLE = "mandate_must_settle"
+    POSTCODE_INVALID = "postcode_invalid"
+    COMPANY_NOT_IN_SECTOR = "company_not_in_sector"
+    AMOUNT_INVALID = "amount_invalid"
+    AVAILABILITY_REQUIRED = "availability_required"
+    REQUEST_INCOMPLETE = "request_incomplete"
+    ATTACHMENTS_MISSING = "attachments_missing"
+    DISPUTE_ALREADY_CLOSED = "dispute_already_closed"
+    DISPUTE_ALREADY_OPEN = "dispute_already_open"
+    MESSAGE_REQUIRED = "message_required"
     # the life of a case
     TRANSITION_REFUSED = "transition_refused"
     # uploaded files
@@ -74,6 +89,8 @@ class ErrorCode(StrEnum):
     FILE_ARCHIVE_TOO_BIG = "file_archive_too_big"
     FILE_EMPTY = "file_empty"
     FILE_TOO_LARGE = "file_too_large"
+    TOO_MANY_FILES = "too_many_files"
+    FILES_TOO_LARGE = "files_too_large"
 
 
 class ConciliaError(Exception):

@@ -71,3 +71,8 @@ def negotiate(accept_language: str | None) -> str | None:
         if tag in LANGUAGES:
             return tag
     return None
+
+
+def N_(message: str) -> str:
+    """Mark a string for translation where it is defined; it is translated where it is shown."""
+    return message

@@ -63,6 +63,11 @@ class Settings(BaseSettings):
     login_code_minutes: int = 10
     login_code_attempts: int = 5
 
+    complaint_wait_days: int = 40  # an unanswered complaint allows filing after this many days
+    integration_days: int = 7  # time to complete a request once staff ask for documents
+    integration_reminder_hours: int = 48  # the applicant is reminded this long before it ends
+    files_dir: Path | None = None  # uploaded documents (default: <var_dir>/files)
+
     argon2_time_cost: int = 3
     argon2_memory_kib: int = 65536
     argon2_parallelism: int = 4
@@ -99,6 +104,10 @@ class Settings(BaseSettings):
     @property
     def inactivity(self) -> timedelta:
         return timedelta(days=self.inactivity_days)
+
+    @property
+    def resolved_files_dir(self) -> Path:
+        return self.files_dir or self.var_dir / "files"
 
     def resolved_database_url(self) -> str:
         """The database URL, defaulting to an SQLite file under the var directory."""

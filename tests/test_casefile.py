@@ -115,7 +115,10 @@ async def test_refused_step_changes_nothing(env: Env) -> None:
     desk = await _account(env, "sportello")
     case = await own_draft(files, customer, company_id, Sector.GAS)
     with pytest.raises(UserError) as refused:
-        await files.do_step(desk, case.id, Action.ADMIT)  # a draft cannot be admitted
+        await files.do_step(desk, case.id, Action.ADMIT)  # a draft is its author's alone
+    assert refused.value.code == ErrorCode.NOT_FOUND
+    with pytest.raises(UserError) as refused:
+        await files.do_step(customer, case.id, Action.WITHDRAW)  # nothing to withdraw yet
     assert refused.value.code == ErrorCode.TRANSITION_REFUSED
     await files.do_step(customer, case.id, Action.SUBMIT)
     with pytest.raises(UserError) as refused:

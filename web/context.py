@@ -149,14 +149,19 @@ STATUS = {
 
 
 def error_response(
-    request: web.Request, code: ErrorCode, *, status: int | None = None, **params: object
+    request: web.Request,
+    code: ErrorCode,
+    *,
+    status: int | None = None,
+    params: dict[str, object] | None = None,
+    **more: object,
 ) -> web.Response:
     """An error as JSON (API) or as a page, in the request's language."""
     status = status or STATUS.get(code, 400)
     context: Ctx | None = request.get(CTX_KEY)
     if context is None:
         context = Ctx(services(request), "it")
-    text = context.error_text(code, **params)
+    text = context.error_text(code, **(params or {}), **more)
     if wants_json(request):
         return web.json_response({"error": {"code": code.value, "message": text}}, status=status)
     return render(request, "error.html", status=status, code=code.value, message=text)
@@ -219,7 +224,7 @@ async def _handle(request: web.Request, svc: Services, handler: Handler) -> web.
         response = error_response(request, exc.code, seconds=exc.retry_after)
         response.headers["Retry-After"] = str(exc.retry_after)
     except (UserError, ProtocolError) as exc:
-        response = error_response(request, exc.code)
+        response = error_response(request, exc.code, params=exc.params)
     except ConciliaError as exc:  # pragma: no cover - every error is one of the two above
         response = error_response(request, exc.code)
     _apply_cookies(request, response, context)

@@ -3,12 +3,7 @@
 from __future__ import annotations
 
 from core.errors import ErrorCode
-
-
-def N_(message: str) -> str:
-    """Mark a string for translation without translating it yet."""
-    return message
-
+from core.i18n import N_
 
 MESSAGES: dict[ErrorCode, str] = {
     ErrorCode.REQUIRED: N_("This field is required."),
@@ -99,6 +94,44 @@ MESSAGES: dict[ErrorCode, str] = {
         "The company still has time to answer your complaint: without an answer you can file the"
         " request from %(date)s."
     ),
+    ErrorCode.DATE_INVALID: N_("Enter a valid date (day, month and year)."),
+    ErrorCode.ACTING_AS_NOT_ALLOWED: N_(
+        "Your account cannot file in this capacity: a delegate files as delegate, a customer in"
+        " person or as legal representative, staff for a private customer in person."
+    ),
+    ErrorCode.POSTAL_ONLY_PRIVATE: N_(
+        "Only private customers may file by post or e-mail: a legal entity files through the"
+        " portal."
+    ),
+    ErrorCode.LEGAL_REP_NEEDS_ENTITY: N_(
+        "A legal entity files through its legal representative or a delegate; a person files in"
+        " person or through a delegate."
+    ),
+    ErrorCode.MANDATE_MUST_SETTLE: N_(
+        "The delegation must allow you to settle the dispute: confirm that it does."
+    ),
+    ErrorCode.POSTCODE_INVALID: N_("A postcode (CAP) has five digits."),
+    ErrorCode.COMPANY_NOT_IN_SECTOR: N_(
+        "This company does not supply the sector you chose: check the sector or the company."
+    ),
+    ErrorCode.AMOUNT_INVALID: N_("Enter an amount in euros, such as 120,50."),
+    ErrorCode.AVAILABILITY_REQUIRED: N_(
+        "Choose at least one day and time you can attend, or write alternatives in the notes."
+    ),
+    ErrorCode.REQUEST_INCOMPLETE: N_(
+        "Some sections of the request are incomplete: complete the marked ones."
+    ),
+    ErrorCode.ATTACHMENTS_MISSING: N_(
+        "Some mandatory attachments are missing: add them before submitting."
+    ),
+    ErrorCode.DISPUTE_ALREADY_CLOSED: N_(
+        "This dispute was already handled in case %(case_code)s (conciliated, withdrawn or archived"
+        " for absence) and cannot be filed again."
+    ),
+    ErrorCode.DISPUTE_ALREADY_OPEN: N_(
+        "A request for this dispute is already open: case %(case_code)s."
+    ),
+    ErrorCode.MESSAGE_REQUIRED: N_("Write a message saying what is needed."),
     ErrorCode.TRANSITION_REFUSED: N_("This step is not possible in the current state of the case."),
     ErrorCode.FILE_TYPE_NOT_ALLOWED: N_("This type of file is not accepted: see the allowed ones."),
     ErrorCode.FILE_CONTENT_MISMATCH: N_(
@@ -109,6 +142,8 @@ MESSAGES: dict[ErrorCode, str] = {
     ),
     ErrorCode.FILE_EMPTY: N_("The file is empty."),
     ErrorCode.FILE_TOO_LARGE: N_("The file is too large: each file may be at most 15 MB."),
+    ErrorCode.TOO_MANY_FILES: N_("At most 5 files may be attached."),
+    ErrorCode.FILES_TOO_LARGE: N_("The attached files may total at most 15 MB."),
 }
 
 

@@ -13,11 +13,16 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoes
 from redis.asyncio import Redis
 
 from cases.accounts import Accounts
+from cases.alerts import Alerts
+from cases.casefile import CaseFiles
+from cases.documents import Documents
+from cases.filing import Filing
 from cases.notifications import Notifier
 from cases.passwords import PasswordHasher
 from cases.recovery import Recovery
 from cases.sessions import DbSessionStore, RedisSessionStore, SessionStore
 from cases.signin import SignIn
+from cases.storage import LocalStorage, Storage
 from cases.throttle import Throttle
 from core.clock import Clock
 from core.db import Database
@@ -46,6 +51,11 @@ class Services:
     accounts: Accounts
     signin: SignIn
     recovery: Recovery
+    storage: Storage
+    alerts: Alerts
+    files: CaseFiles
+    documents: Documents
+    filing: Filing
     metrics: Metrics
     secret: bytes
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
@@ -66,6 +76,11 @@ class Services:
                     log.info("disabled %d accounts unused for too long", disabled)
                 if isinstance(self.sessions, DbSessionStore):
                     await self.sessions.purge_expired()
+                reminded, expired = await self.files.do_run_deadlines()
+                if reminded or expired:
+                    log.info("integration deadlines: %d reminded, %d expired", reminded, expired)
+                await self.storage.sweep_incoming()
+                await self.documents.sweep_orphans()
                 backoff = 1.0
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stop.wait(), MAINTENANCE_SECONDS)
@@ -139,6 +154,15 @@ async def open_services(settings: Settings, clock: Clock) -> Services:
         max_delay=timedelta(seconds=settings.login_max_delay_seconds),
     )
     accounts = Accounts(db, clock, settings, hasher, notifier, sessions, throttle)
+    storage = LocalStorage(settings.resolved_files_dir)
+    alerts = Alerts(notifier)
+    files = CaseFiles(
+        db,
+        clock,
+        alerts,
+        integration_days=settings.integration_days,
+        reminder_hours=settings.integration_reminder_hours,
+    )
     return Services(
         settings=settings,
         clock=clock,
@@ -153,6 +177,11 @@ async def open_services(settings: Settings, clock: Clock) -> Services:
         accounts=accounts,
         signin=SignIn(accounts, throttle, secret),
         recovery=Recovery(accounts),
+        storage=storage,
+        alerts=alerts,
+        files=files,
+        documents=Documents(db, clock, storage, alerts),
+        filing=Filing(db, clock, files, complaint_wait_days=settings.complaint_wait_days),
         metrics=metrics,
         secret=secret,
     )
