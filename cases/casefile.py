@@ -12,7 +12,21 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import JSON, ForeignKey, Integer, String, Text, insert, select, update
+from sqlalchemy import (
+    JSON,
+    ColumnElement,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    and_,
+    false,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
@@ -429,3 +443,61 @@ class CaseFiles:
                 select(CaseEvent).where(CaseEvent.case_id == case_id).order_by(CaseEvent.id)
             )
             return list(rows)
+
+
+@dataclass(frozen=True)
+class CaseFilter:
+    """What a list of cases can be narrowed by (every field optional)."""
+
+    status: CaseStatus | None = None
+    sector: Sector | None = None
+    company_id: uuid.UUID | None = None
+    text: str = ""  # part of the code or of the customer's name
+    submitted_from: datetime | None = None
+    submitted_before: datetime | None = None
+
+
+def visible_to(account: Account) -> ColumnElement[bool]:
+    """The cases ``account`` may see, as a query condition (the same rule as ``case_for``)."""
+    mine = Case.created_by_id == account.id
+    if account.role == Role.CUSTOMER:
+        return or_(and_(Case.customer_id == account.id, Case.delegate_id.is_(None)), mine)
+    if account.role == Role.DELEGATE:
+        return Case.delegate_id == account.id
+    if account.role == Role.COMPANY_REP:
+        if account.company_id is None:
+            return false()
+        return and_(Case.company_id == account.company_id, Case.status != CaseStatus.DRAFT)
+    if account.role in (Role.HELPDESK, Role.ADMIN, Role.SCHEDULER, Role.CONCILIATOR):
+        return or_(Case.status != CaseStatus.DRAFT, mine)
+    return false()
+
+
+async def list_cases(
+    session: AsyncSession, account: Account, where: CaseFilter, *, limit: int, offset: int = 0
+) -> tuple[list[Case], int]:
+    """A page of the cases ``account`` may see, newest first, and how many match in all."""
+    conditions = [visible_to(account)]
+    if where.status is not None:
+        conditions.append(Case.status == where.status)
+    if where.sector is not None:
+        conditions.append(Case.sector == where.sector)
+    if where.company_id is not None:
+        conditions.append(Case.company_id == where.company_id)
+    if where.text:
+        pattern = "%" + where.text.replace("\\", "").replace("%", "").replace("_", "") + "%"
+        conditions.append(or_(Case.code.ilike(pattern), Case.customer_name.ilike(pattern)))
+    if where.submitted_from is not None:
+        conditions.append(Case.submitted_at >= where.submitted_from)
+    if where.submitted_before is not None:
+        conditions.append(Case.submitted_at < where.submitted_before)
+    condition = and_(*conditions)
+    total = await session.scalar(select(func.count()).select_from(Case).where(condition)) or 0
+    rows = await session.scalars(
+        select(Case)
+        .where(condition)
+        .order_by(Case.created_at.desc(), Case.id)
+        .limit(limit)
+        .offset(offset)
+    )
+    return list(rows), total

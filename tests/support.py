@@ -6,8 +6,9 @@ import re
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, cast
+from urllib.parse import quote
 
-from aiohttp import CookieJar, web
+from aiohttp import CookieJar, FormData, web
 from aiohttp.test_utils import TestClient
 from sqlalchemy import select
 
@@ -80,6 +81,27 @@ class Browser:
         page = await self.get(form_page or path)
         assert page.status == 200, (page.status, page.url)
         return await self.post(path, data, csrf=page.csrf)
+
+    async def upload(
+        self,
+        path: str,
+        fields: dict[str, str],
+        filename: str,
+        content: bytes | Any,
+        *,
+        csrf: str,
+    ) -> Page:
+        """A multipart form as a browser sends it: the fields, then the file; the CSRF token
+        in the action's query string."""
+        form = FormData()
+        for key, value in fields.items():
+            form.add_field(key, value)
+        form.add_field("file", content, filename=filename, content_type="application/pdf")
+        target = f"{path}{'&' if '?' in path else '?'}csrf_token={quote(csrf)}"
+        async with self.client.post(target, data=form, allow_redirects=False) as resp:
+            page = Page(resp.status, await resp.text(), resp.headers, path)
+        self.last = page
+        return page
 
     def cookie(self, name: str) -> str | None:
         for cookie in self.client.session.cookie_jar:
@@ -231,3 +253,110 @@ async def change_password(
         "/account/password",
         {"current_password": current, "password": new, "password_confirm": confirmation},
     )
+
+
+PDF = b"%PDF-1.7\n" + b"0" * 2000
+
+# A complete request, section by section (the company is added by the caller).
+REQUEST: dict[str, dict[str, Any]] = {
+    "applicant": {"customer_kind": "person", "acting_as": "self"},
+    "supply": {
+        "sector": "electricity",
+        "pod": "IT001E12345678",
+        "address": "Via Roma 1",
+        "postcode": "20121",
+        "city": "Milano",
+    },
+    "company": {},
+    "complaint": {"complaint_sent_on": "2026-09-01", "company_answered": "no"},
+    "dispute": {
+        "dispute_category": "billing",
+        "description": "Bolletta di conguaglio errata.",
+        "claim": "Rettifica della bolletta.",
+        "amount": "120,50",
+    },
+    "meeting": {"meeting_mode": "chat", "availability": ["mon-09:00", "wed-14:00"], "notes": ""},
+}
+
+
+def form_items(values: dict[str, Any]) -> list[tuple[str, str]]:
+    items: list[tuple[str, str]] = []
+    for key, value in values.items():
+        if isinstance(value, list):
+            items.extend((key, v) for v in value)
+        else:
+            items.append((key, value))
+    return items
+
+
+async def fill_request(
+    browser: Browser, company_id: str, **sections: dict[str, Any]
+) -> tuple[str, dict[str, Page]]:
+    """Fill in every section through the pages (``sections`` override the defaults); returns
+    the draft's id and each section's response."""
+    answers = {name: dict(values) for name, values in REQUEST.items()}
+    answers["company"]["company_id"] = company_id
+    for name, values in sections.items():
+        answers[name].update(values)
+    pages: dict[str, Page] = {}
+    page = await browser.get("/cases/new")
+    assert page.status == 200, page.text
+    pages["applicant"] = await browser.post(
+        "/cases/new", [*form_items(answers["applicant"]), ("go", "next")], csrf=page.csrf
+    )
+    location = pages["applicant"].headers.get("Location", "")
+    match = re.search(r"/cases/([0-9a-f-]{36})/", location)
+    assert match, (pages["applicant"].status, location)
+    case_id = match.group(1)
+    if location.endswith("saved=1"):  # kept as a draft with errors: show them as the page does
+        pages["applicant"] = await browser.get(location)
+    for name in ("supply", "company", "complaint", "dispute", "meeting"):
+        pages[name] = await browser.post(
+            f"/cases/{case_id}/request/{name}",
+            [*form_items(answers[name]), ("go", "next")],
+            csrf=page.csrf,
+        )
+    return case_id, pages
+
+
+async def attach(
+    browser: Browser,
+    case_id: str,
+    category: str,
+    *,
+    content: bytes = PDF,
+    name: str = "documento.pdf",
+    visible: bool = True,
+    description: str = "Copia",
+) -> Page:
+    page = await browser.get("/")
+    fields = {"category": category, "description": description}
+    if visible:
+        fields["visible_to_other_party"] = "on"
+    return await browser.upload(
+        f"/cases/{case_id}/documents", fields, name, content, csrf=page.csrf
+    )
+
+
+async def submit_request(browser: Browser, case_id: str) -> Page:
+    page = await browser.get(f"/cases/{case_id}/request/summary")
+    assert page.status == 200, page.text
+    return await browser.post(f"/cases/{case_id}/submit", {}, csrf=page.csrf)
+
+
+async def file_request(
+    browser: Browser,
+    company_id: str,
+    documents: tuple[str, ...] = ("complaint", "identity"),
+    **sections: dict[str, Any],
+) -> str:
+    """A request filed through the pages with its attachments; returns the case id."""
+    case_id, pages = await fill_request(browser, company_id, **sections)
+    for name, page in pages.items():
+        assert page.status == 303, (name, page.status, page.text[-2000:])
+        assert not page.headers["Location"].endswith("saved=1"), name
+    for category in documents:
+        assert (await attach(browser, case_id, category)).status == 303
+    page = await submit_request(browser, case_id)
+    assert page.status == 303, page.text[-3000:]
+    return case_id

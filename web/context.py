@@ -120,11 +120,13 @@ async def _load_session(
 
 
 async def _csrf_ok(request: web.Request, context: Ctx) -> bool:
+    """The token from the ``X-CSRF-Token`` header, else from the form. A multipart body is
+    never read here (uploads stream through their handler, unbuffered): its token comes in
+    the header or as the ``csrf_token`` query parameter of the form's action."""
     sent = request.headers.get("X-CSRF-Token")
-    if sent is None and request.content_type in (
-        "application/x-www-form-urlencoded",
-        "multipart/form-data",
-    ):
+    if sent is None and request.content_type == "multipart/form-data":
+        sent = request.query.get("csrf_token")
+    elif sent is None and request.content_type == "application/x-www-form-urlencoded":
         form = await request.post()
         value = form.get("csrf_token")
         sent = value if isinstance(value, str) else None
@@ -145,6 +147,8 @@ STATUS = {
     ErrorCode.RATE_LIMITED: 429,
     ErrorCode.LOGIN_THROTTLED: 429,
     ErrorCode.CONFLICT: 409,
+    ErrorCode.FILE_TOO_LARGE: 413,
+    ErrorCode.FILES_TOO_LARGE: 413,
 }
 
 
