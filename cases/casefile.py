@@ -103,6 +103,9 @@ class CaseEvent(Base):
     from_status: Mapped[str | None] = mapped_column(String(24), nullable=True)
     to_status: Mapped[str] = mapped_column(String(24))
     note: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # Set for a line only one party may read besides staff (a document filed for the
+    # conciliator only): that party's actor. Everyone concerned reads the others.
+    restricted_to: Mapped[str | None] = mapped_column(String(16), nullable=True)
 
 
 class CaseCounter(Base):
@@ -436,13 +439,15 @@ class CaseFiles:
             self.wake_mail()
         return reminded, expired
 
-    async def timeline(self, case_id: uuid.UUID) -> list[CaseEvent]:
-        """The case's events, oldest first."""
-        async with self.db.session() as session:
-            rows = await session.scalars(
-                select(CaseEvent).where(CaseEvent.case_id == case_id).order_by(CaseEvent.id)
+    async def timeline(self, case_id: uuid.UUID, actor: Actor | None = None) -> list[CaseEvent]:
+        """The case's events, oldest first, as ``actor`` may read them (``None``: all)."""
+        query = select(CaseEvent).where(CaseEvent.case_id == case_id)
+        if actor in (Actor.APPLICANT, Actor.COMPANY):
+            query = query.where(
+                or_(CaseEvent.restricted_to.is_(None), CaseEvent.restricted_to == actor)
             )
-            return list(rows)
+        async with self.db.session() as session:
+            return list(await session.scalars(query.order_by(CaseEvent.id)))
 
 
 @dataclass(frozen=True)

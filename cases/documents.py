@@ -167,6 +167,7 @@ class Documents:
                         from_status=case.status,
                         to_status=case.status,
                         note=name,
+                        restricted_to=None if visible else actor,
                     )
                 )
                 await self._alert(session, case, actor, account, visible)

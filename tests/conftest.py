@@ -115,9 +115,13 @@ def clock() -> FakeClock:
 
 
 @pytest.fixture
-def settings_overrides() -> dict[str, Any]:
-    """Tests override this fixture (or parametrize it) to change settings."""
-    return {}
+def settings_overrides(request: pytest.FixtureRequest) -> dict[str, Any]:
+    """Tests override this fixture (or parametrize it) to change settings; a test marked
+    ``smtp`` gets the mail server of its ``smtp_server`` fixture."""
+    if request.node.get_closest_marker("smtp") is None:
+        return {}
+    _sink, port = request.getfixturevalue("smtp_server")
+    return {"smtp_host": "127.0.0.1", "smtp_port": port}
 
 
 @pytest.fixture

@@ -13,7 +13,14 @@ from aiohttp import web
 
 from cases.accounts import Account, Role, Status
 from cases.sessions import SessionData
-from core.errors import ConciliaError, ErrorCode, ProtocolError, Throttled, UserError
+from core.errors import (
+    ConciliaError,
+    ErrorCode,
+    FieldErrors,
+    ProtocolError,
+    Throttled,
+    UserError,
+)
 from core.i18n import LANGUAGE_NAMES, LANGUAGES, negotiate
 from core.ids import keyed_hash, new_token, same
 from web.messages import message_for
@@ -158,6 +165,7 @@ def error_response(
     *,
     status: int | None = None,
     params: dict[str, object] | None = None,
+    fields: dict[str, list[ErrorCode]] | None = None,
     **more: object,
 ) -> web.Response:
     """An error as JSON (API) or as a page, in the request's language."""
@@ -167,7 +175,12 @@ def error_response(
         context = Ctx(services(request), "it")
     text = context.error_text(code, **(params or {}), **more)
     if wants_json(request):
-        return web.json_response({"error": {"code": code.value, "message": text}}, status=status)
+        body: dict[str, object] = {"code": code.value, "message": text}
+        if fields:
+            body["fields"] = {name: [c.value for c in codes] for name, codes in fields.items()}
+        return web.json_response({"error": body}, status=status)
+    if fields:
+        text = " ".join(context.error_text(c) for codes in fields.values() for c in codes)
     return render(request, "error.html", status=status, code=code.value, message=text)
 
 
@@ -227,6 +240,8 @@ async def _handle(request: web.Request, svc: Services, handler: Handler) -> web.
     except Throttled as exc:
         response = error_response(request, exc.code, seconds=exc.retry_after)
         response.headers["Retry-After"] = str(exc.retry_after)
+    except FieldErrors as exc:
+        response = error_response(request, exc.code, status=422, fields=exc.fields)
     except (UserError, ProtocolError) as exc:
         response = error_response(request, exc.code, params=exc.params)
     except ConciliaError as exc:  # pragma: no cover - every error is one of the two above

@@ -418,7 +418,7 @@ async def case_view(request: web.Request, account: Account, case_id: uuid.UUID) 
     svc = services(request)
     case, actor = await svc.files.get_for(account, case_id)
     documents = await svc.documents.list_for(account, case_id)
-    events = await svc.files.timeline(case_id)
+    events = await svc.files.timeline(case_id, actor)
     async with svc.db.session() as session:
         notices = await svc.alerts.notices(session, case_id)
         people_ids = {e.account_id for e in events if e.account_id} | {
@@ -559,11 +559,7 @@ async def document_upload(request: web.Request) -> web.StreamResponse:
     account = require(request)
     case_id = case_id_of(request)
     back = safe_next(request.query.get("next"), f"/cases/{case_id}")
-    try:
-        await receive_document(request, account, case_id)
-    except FieldErrors as exc:
-        text = " ".join(ctx(request).error_text(c) for codes in exc.fields.values() for c in codes)
-        return render(request, "error.html", status=422, code=exc.code.value, message=text)
+    await receive_document(request, account, case_id)
     raise web.HTTPSeeOther(back)
 
 

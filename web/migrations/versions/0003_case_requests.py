@@ -37,6 +37,9 @@ def upgrade() -> None:
     with op.batch_alter_table("case_notices", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_case_notices_case_id"), ["case_id"], unique=False)
 
+    with op.batch_alter_table("case_events", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("restricted_to", sa.String(length=16), nullable=True))
+
     with op.batch_alter_table("cases", schema=None) as batch_op:
         batch_op.add_column(sa.Column("answers", sa.JSON(), nullable=False, server_default="{}"))
         batch_op.add_column(sa.Column("customer_name", sa.String(length=200), nullable=True))
@@ -79,6 +82,9 @@ def downgrade() -> None:
         batch_op.drop_column("customer_key")
         batch_op.drop_column("customer_name")
         batch_op.drop_column("answers")
+
+    with op.batch_alter_table("case_events", schema=None) as batch_op:
+        batch_op.drop_column("restricted_to")
 
     with op.batch_alter_table("case_notices", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_case_notices_case_id"))
