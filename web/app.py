@@ -12,7 +12,7 @@ from core.clock import Clock, SystemClock
 from core.settings import Settings
 from web.context import SERVICES, context_middleware, security_headers
 from web.services import open_services
-from web.views import account, admin, api, auth, cases, ops, pages
+from web.views import account, admin, api, api_cases, auth, cases, ops, pages
 
 log = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / "static"
@@ -46,6 +46,7 @@ def create_app(
         admin.routes,
         cases.routes,
         api.routes,
+        api_cases.routes,
         ops.routes,
     ):
         app.router.add_routes(table)

@@ -11,7 +11,7 @@ from aiohttp import web
 
 from cases.companies import list_companies
 from cases.signin import effective_method
-from web.context import require, services
+from web.context import ctx, require, services
 
 routes = web.RouteTableDef()
 OPENAPI = Path(__file__).parents[1] / "openapi.yaml"
@@ -43,6 +43,8 @@ async def me(request: web.Request) -> web.StreamResponse:
             "company_id": str(account.company_id) if account.company_id else None,
             "language": account.language,
             "two_step": effective_method(account).value,
+            # For the X-CSRF-Token header of unsafe requests made with this session.
+            "csrf_token": ctx(request).csrf_token,
         }
     )
 
