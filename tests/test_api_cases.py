@@ -94,3 +94,13 @@ async def test_bad_bodies_get_clear_errors(env: Env) -> None:
     assert status == 400
     status, body = await api(browser, "POST", "/api/v1/cases", json={"customer_kind": 5})
     assert status == 201 and body["applicant"]["errors"]["customer_kind"] == ["required"]
+
+
+async def test_filters_out_of_range_are_refused(env: Env) -> None:
+    await registered(env, "cliente")
+    browser = await env.new_browser()
+    await sign_in(browser, "cliente", "Lampada-Verde-42")
+    for query in ("from=0001-01-01", "to=9999-12-31", "page=0", "company=nope"):
+        status, body = await api(browser, "GET", f"/api/v1/cases?{query}")
+        assert status in (200, 400), query
+        assert status == 200 or body["error"]["code"] == "bad_request"

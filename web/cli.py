@@ -10,7 +10,9 @@ import os
 import secrets
 import string
 import sys
-from collections.abc import Sequence
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from datetime import timedelta
 from pathlib import Path
 
 from aiohttp import web
@@ -21,13 +23,14 @@ from stdnum.it import codicefiscale
 from cases.accounts import SELF_REGISTERED, STAFF_ROLES, Role
 from cases.companies import do_create_company, list_companies
 from cases.passwords import check_password
-from core.clock import SystemClock
+from cases.request import Section
+from core.clock import ROME, SystemClock
 from core.errors import FieldErrors
 from core.logs import configure_logging
 from core.settings import Settings, load_settings
 from web.app import create_app
 from web.migrate import revision, upgrade
-from web.services import open_services
+from web.services import Services, open_services
 
 log = logging.getLogger("concilia")
 
@@ -36,9 +39,11 @@ class RouteAccessLogger(AbstractAccessLogger):
     """Logs the route pattern, never the path: tokens in URLs stay out of the logs."""
 
     def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
-        match = getattr(request, "match_info", None)
-        resource = match.route.resource if match is not None else None
-        route = resource.canonical if resource is not None else "unmatched"
+        route = "unmatched"
+        # A request the HTTP parser refused never reached the router: it has no match info.
+        if isinstance(request, web.Request) and request.get("concilia_routed"):
+            resource = request.match_info.route.resource
+            route = resource.canonical if resource is not None else "unmatched"
         self.logger.info(
             "%s %s %s",
             request.method,
@@ -209,6 +214,9 @@ async def _demo(settings: Settings, if_empty: bool) -> int:
                 form, password=password, allowed=STAFF_ROLES | frozenset(SELF_REGISTERED)
             )
             lines.append(f"  {role.value:<12} {username:<20} {password}")
+        if lines:
+            code = await _demo_case(services, first_company.id)
+            lines.append(f"A submitted demo case of demo.cliente: {code}")
     finally:
         await services.close()
     if lines:
@@ -222,6 +230,60 @@ async def _demo(settings: Settings, if_empty: bool) -> int:
             handle.write(text)
         print(f"(also written to {path})")
     return 0
+
+
+# A one-page PDF, enough for the demo case's attachments.
+DEMO_PDF = (
+    b"%PDF-1.4\n1 0 obj<</Type/Catalog/Pages 2 0 R>>endobj\n"
+    b"2 0 obj<</Type/Pages/Kids[3 0 R]/Count 1>>endobj\n"
+    b"3 0 obj<</Type/Page/Parent 2 0 R/MediaBox[0 0 595 842]>>endobj\n"
+    b"trailer<</Root 1 0 R>>\n%%EOF\n"
+)
+
+
+async def _demo_case(services: Services, company_id: uuid.UUID) -> str:
+    """A request of demo.cliente against the first demo company, filed and submitted."""
+    customer = await services.accounts.by_username("demo.cliente")
+    assert customer is not None
+    today = services.clock.now().astimezone(ROME).date()
+    answers: dict[str, object] = {
+        "customer_kind": "person",
+        "acting_as": "self",
+        "sector": "electricity",
+        "pod": "IT001E00012345",
+        "address": "Via dei Mille 10",
+        "postcode": "20121",
+        "city": "Milano",
+        "company_id": str(company_id),
+        "complaint_sent_on": (today - timedelta(days=50)).isoformat(),
+        "company_answered": "no",
+        "dispute_category": "billing",
+        "description": "Bolletta di conguaglio con consumi stimati molto superiori al reale.",
+        "claim": "Rettifica della bolletta sulla base delle letture reali.",
+        "amount": "312,40",
+        "meeting_mode": "video",
+        "availability": ["tue-10:30", "thu-14:00"],
+        "notes": "",
+    }
+    case, _ = await services.filing.do_start(customer, answers)
+    for section in Section:
+        await services.filing.do_save(customer, case.id, section, answers)
+    for category, name in (("complaint", "reclamo.pdf"), ("identity", "documento.pdf")):
+
+        async def body() -> AsyncIterator[bytes]:
+            yield DEMO_PDF
+
+        await services.documents.do_add(
+            customer,
+            case.id,
+            filename=name,
+            chunks=body(),
+            category=category,
+            description=name.removesuffix(".pdf").capitalize(),
+            visible_to_other_party="on",
+        )
+    submitted = await services.filing.do_submit(customer, case.id)
+    return submitted.code or ""
 
 
 def parser() -> argparse.ArgumentParser:

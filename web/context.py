@@ -189,6 +189,7 @@ async def context_middleware(request: web.Request, handler: Handler) -> web.Stre
     """Build the request context, enforce CSRF on unsafe methods, map errors at the edge."""
     svc = services(request)
     started = time.perf_counter()
+    request["concilia_routed"] = True  # the access log may read the route
     route = (
         request.match_info.route.resource.canonical
         if request.match_info.route.resource

@@ -10,7 +10,8 @@ from datetime import date, datetime, time, timedelta
 from typing import Any
 from urllib.parse import quote
 
-from aiohttp import BodyPartReader, web
+from aiohttp import BodyPartReader, MultipartReader, web
+from aiohttp.http_exceptions import HttpProcessingError
 from openpyxl import Workbook
 from sqlalchemy import select
 
@@ -72,6 +73,8 @@ def parse_filter(query: Mapping[str, str]) -> CaseFilter:
         end = date.fromisoformat(query["to"]) if query.get("to") else None
     except ValueError:
         raise UserError(ErrorCode.BAD_REQUEST) from None
+    if any(d is not None and not 2000 <= d.year <= 2999 for d in (start, end)):
+        raise UserError(ErrorCode.BAD_REQUEST, "dates from the year 2000 on")
     return CaseFilter(
         status=status,
         sector=sector,
@@ -507,7 +510,7 @@ async def case_confirm(request: web.Request) -> web.StreamResponse:
 
 async def read_field(part: BodyPartReader) -> str:
     data = bytearray()
-    while chunk := await part.read_chunk(4096):
+    async for chunk in part_chunks(part):
         data.extend(chunk)
         if len(data) > FIELD_MAX:
             raise UserError(ErrorCode.TOO_LONG)
@@ -515,8 +518,22 @@ async def read_field(part: BodyPartReader) -> str:
 
 
 async def part_chunks(part: BodyPartReader) -> AsyncIterator[bytes]:
-    while chunk := await part.read_chunk(64 * 1024):
-        yield chunk
+    try:
+        while chunk := await part.read_chunk(64 * 1024):
+            yield chunk
+    except (ValueError, HttpProcessingError):
+        raise UserError(ErrorCode.BAD_REQUEST, "malformed multipart body") from None
+
+
+async def next_part(reader: MultipartReader) -> BodyPartReader | None:
+    """The next part of a multipart body; a malformed body is the client's error."""
+    try:
+        part = await reader.next()
+    except (ValueError, HttpProcessingError):
+        raise UserError(ErrorCode.BAD_REQUEST, "malformed multipart body") from None
+    if part is not None and not isinstance(part, BodyPartReader):
+        raise UserError(ErrorCode.BAD_REQUEST, "nested multipart is not accepted")
+    return part
 
 
 async def receive_document(request: web.Request, account: Account, case_id: uuid.UUID) -> Document:
@@ -528,14 +545,12 @@ async def receive_document(request: web.Request, account: Account, case_id: uuid
     length = request.content_length
     if length is not None and length > CONCILIATION_MAX_FILE + UPLOAD_OVERHEAD:
         raise UserError(ErrorCode.FILE_TOO_LARGE)
-    reader = await request.multipart()
+    try:
+        reader = await request.multipart()
+    except (ValueError, HttpProcessingError):
+        raise UserError(ErrorCode.BAD_REQUEST, "malformed multipart body") from None
     fields: dict[str, str] = {}
-    while True:
-        part = await reader.next()
-        if part is None:
-            break
-        if not isinstance(part, BodyPartReader):
-            raise UserError(ErrorCode.BAD_REQUEST)
+    while (part := await next_part(reader)) is not None:
         if part.filename is None:
             if part.name:
                 fields[part.name] = await read_field(part)
