@@ -29,6 +29,7 @@ from core.errors import FieldErrors
 from core.logs import configure_logging
 from core.settings import Settings, load_settings
 from web.app import create_app
+from web.context import ROUTED
 from web.migrate import revision, upgrade
 from web.services import Services, open_services
 
@@ -41,7 +42,7 @@ class RouteAccessLogger(AbstractAccessLogger):
     def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
         route = "unmatched"
         # A request the HTTP parser refused never reached the router: it has no match info.
-        if isinstance(request, web.Request) and request.get("concilia_routed"):
+        if isinstance(request, web.Request) and request.get(ROUTED):
             resource = request.match_info.route.resource
             route = resource.canonical if resource is not None else "unmatched"
         self.logger.info(

@@ -69,6 +69,7 @@ class Ctx:
 
 
 CTX_KEY = web.RequestKey("concilia_ctx", Ctx)
+ROUTED = web.RequestKey("concilia_routed", bool)
 
 
 def services(request: web.Request) -> Services:
@@ -189,7 +190,7 @@ async def context_middleware(request: web.Request, handler: Handler) -> web.Stre
     """Build the request context, enforce CSRF on unsafe methods, map errors at the edge."""
     svc = services(request)
     started = time.perf_counter()
-    request["concilia_routed"] = True  # the access log may read the route
+    request[ROUTED] = True  # the access log may read the route
     route = (
         request.match_info.route.resource.canonical
         if request.match_info.route.resource
