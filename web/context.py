@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -13,7 +13,14 @@ from aiohttp import web
 
 from cases.accounts import Account, Role, Status
 from cases.sessions import SessionData
-from core.errors import ConciliaError, ErrorCode, ProtocolError, Throttled, UserError
+from core.errors import (
+    ConciliaError,
+    ErrorCode,
+    FieldErrors,
+    ProtocolError,
+    Throttled,
+    UserError,
+)
 from core.i18n import LANGUAGE_NAMES, LANGUAGES, negotiate
 from core.ids import keyed_hash, new_token, same
 from web.messages import message_for
@@ -120,11 +127,20 @@ async def _load_session(
 
 
 async def _csrf_ok(request: web.Request, context: Ctx) -> bool:
+    """Whether an unsafe request carries this visitor's anti-forgery token.
+
+    The token comes in the ``X-CSRF-Token`` header, or else in the body's ``csrf_token`` field
+    of a url-encoded form. A ``multipart/form-data`` body (uploads) is never read here, since
+    ``request.post()`` would hold every file in memory before the handler could stream it:
+    such a post carries the token in the header or in the ``csrf_token`` query parameter (a
+    page's upload form puts it in its action URL). The query parameter counts for multipart
+    posts only. Pages are sent with ``Referrer-Policy: same-origin`` and the access log records
+    route patterns, not URLs, so the token in the URL goes nowhere else.
+    """
     sent = request.headers.get("X-CSRF-Token")
-    if sent is None and request.content_type in (
-        "application/x-www-form-urlencoded",
-        "multipart/form-data",
-    ):
+    if sent is None and request.content_type == "multipart/form-data":
+        sent = request.query.get("csrf_token")
+    elif sent is None and request.content_type == "application/x-www-form-urlencoded":
         form = await request.post()
         value = form.get("csrf_token")
         sent = value if isinstance(value, str) else None
@@ -145,6 +161,8 @@ STATUS = {
     ErrorCode.RATE_LIMITED: 429,
     ErrorCode.LOGIN_THROTTLED: 429,
     ErrorCode.CONFLICT: 409,
+    ErrorCode.FILE_TOO_LARGE: 413,
+    ErrorCode.FILES_TOO_LARGE: 413,
 }
 
 
@@ -154,16 +172,21 @@ def error_response(
     *,
     status: int | None = None,
     params: dict[str, object] | None = None,
+    fields: Mapping[str, list[ErrorCode]] | None = None,
     **more: object,
 ) -> web.Response:
-    """An error as JSON (API) or as a page, in the request's language."""
+    """An error as JSON (API) or as a page, in the request's language. ``fields`` (wrong form
+    fields, each with its codes) goes into the JSON body as ``error.fields``."""
     status = status or STATUS.get(code, 400)
     context: Ctx | None = request.get(CTX_KEY)
     if context is None:
         context = Ctx(services(request), "it")
     text = context.error_text(code, **(params or {}), **more)
     if wants_json(request):
-        return web.json_response({"error": {"code": code.value, "message": text}}, status=status)
+        body: dict[str, Any] = {"code": code.value, "message": text}
+        if fields is not None:
+            body["fields"] = {name: [c.value for c in codes] for name, codes in fields.items()}
+        return web.json_response({"error": body}, status=status)
     return render(request, "error.html", status=status, code=code.value, message=text)
 
 
@@ -223,6 +246,9 @@ async def _handle(request: web.Request, svc: Services, handler: Handler) -> web.
     except Throttled as exc:
         response = error_response(request, exc.code, seconds=exc.retry_after)
         response.headers["Retry-After"] = str(exc.retry_after)
+    except FieldErrors as exc:
+        # Pages show these next to their fields; one that gets here is an API call's.
+        response = error_response(request, exc.code, status=422, fields=exc.fields)
     except (UserError, ProtocolError) as exc:
         response = error_response(request, exc.code, params=exc.params)
     except ConciliaError as exc:  # pragma: no cover - every error is one of the two above
