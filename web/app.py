@@ -12,7 +12,7 @@ from core.clock import Clock, SystemClock
 from core.settings import Settings
 from web.context import SERVICES, context_middleware, security_headers
 from web.services import open_services
-from web.views import account, admin, api, auth, ops, pages
+from web.views import account, admin, api, auth, helpdesk, ops, pages
 
 log = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / "static"
@@ -39,7 +39,15 @@ def create_app(
 
     app.cleanup_ctx.append(lifecycle)
     app.on_response_prepare.append(security_headers(settings.secure_cookies))
-    for table in (pages.routes, auth.routes, account.routes, admin.routes, api.routes, ops.routes):
+    for table in (
+        pages.routes,
+        auth.routes,
+        account.routes,
+        admin.routes,
+        helpdesk.routes,
+        api.routes,
+        ops.routes,
+    ):
         app.router.add_routes(table)
     app.router.add_static("/static/app", STATIC, name="static")
     if VENDOR.is_dir():
