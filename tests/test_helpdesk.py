@@ -3,6 +3,8 @@ refusal, the operators' queue, answers by e-mail, closed doors for everyone else
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import re
 import time
@@ -293,6 +295,29 @@ async def test_a_body_announced_too_large_is_refused_before_it_is_read(env: Env)
         browser, SIGNED_IN, [("a.pdf", big_pdf(HELPDESK_MAX_TOTAL + FORM_OVERHEAD + 1))]
     )
     assert page.status == 413 and 'id="e-files"' in page.text
+    await nothing_left(env)
+    # The answer comes before a byte of the body is sent: only the announced length counts.
+    visitor = env.browser()
+    token = token_of(await visitor.get("/helpdesk"))
+    server = env.client.server
+    reader, writer = await asyncio.open_connection(server.host, server.port)
+    try:
+        writer.write(
+            (
+                f"POST /helpdesk?csrf_token={token} HTTP/1.1\r\n"
+                f"Host: {server.host}:{server.port}\r\n"
+                f"Cookie: concilia_csrf={visitor.cookie('concilia_csrf')}\r\n"
+                "Content-Type: multipart/form-data; boundary=xyz\r\n"
+                f"Content-Length: {HELPDESK_MAX_TOTAL + FORM_OVERHEAD + 1}\r\n\r\n"
+            ).encode()
+        )
+        await writer.drain()
+        status = await asyncio.wait_for(reader.readline(), 10)
+    finally:
+        writer.close()
+        with contextlib.suppress(ConnectionError):
+            await writer.wait_closed()
+    assert status.startswith(b"HTTP/1.1 413")
     await nothing_left(env)
 
 
