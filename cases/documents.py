@@ -3,15 +3,14 @@
 Adding a document streams it to storage first, checks its content, and only then writes the
 row, in the same transaction as the timeline line: a row never points at a missing file, and a
 refused or failed upload leaves neither. Objects no row points at (a crash between the two)
-are removed by ``sweep_orphans``.
+are removed by ``sweep_orphans``, which must hear of every other owner of the storage.
 """
 
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from datetime import datetime, timedelta
 from enum import StrEnum
 
@@ -24,7 +23,7 @@ from cases.alerts import Alerts, Audience
 from cases.casefile import Case, CaseEvent, case_for
 from cases.identity import clean
 from cases.lifecycle import Actor, CaseStatus
-from cases.storage import Storage
+from cases.storage import KeyOwner, Storage, sweep_orphans
 from cases.uploads import (
     CONCILIATION_EXTENSIONS,
     CONCILIATION_MAX_FILE,
@@ -219,18 +218,14 @@ class Documents:
             raise UserError(ErrorCode.NOT_FOUND)
         return document
 
-    async def sweep_orphans(self, older_than: timedelta = timedelta(hours=1)) -> int:
-        """Delete stored objects no document points at (left by a crash mid-upload)."""
+    async def storage_keys(self) -> set[str]:
+        """The stored objects documents point at (for the orphan sweep)."""
         async with self.db.session() as session:
-            known = set(await session.scalars(select(Document.storage_key)))
-        removed = 0
-        # File times are the file system's own: compare them with the real clock.
-        cutoff = time.time() - older_than.total_seconds()
-        for key in await self.storage.keys():
-            if key in known:
-                continue
-            path = self.storage.path(key)
-            if path.stat().st_mtime < cutoff:
-                await self.storage.delete(key)
-                removed += 1
-        return removed
+            return set(await session.scalars(select(Document.storage_key)))
+
+    async def sweep_orphans(
+        self, older_than: timedelta = timedelta(hours=1), *, others: Sequence[KeyOwner] = ()
+    ) -> int:
+        """Delete stored objects no document (nor any of ``others``, the other services keeping
+        objects in the same storage) points at, left by a crash mid-upload."""
+        return await sweep_orphans(self.storage, (self, *others), older_than)

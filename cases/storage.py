@@ -4,7 +4,9 @@ An upload streams into a temporary file under ``incoming/`` and is counted as it
 the limit it stops at once and the partial file is removed, so nothing is left behind. A
 complete file is moved (atomically, same file system) to ``objects/`` under a server-generated
 id; the person's file name is never part of a path. Temporary files left by a crash are swept.
-An object store can replace the folder by implementing ``Storage``.
+An object store can replace the folder by implementing ``Storage``. Several services share one
+storage (case documents, help-desk attachments): an object none of them points at is an orphan
+only when every one of them was asked (``sweep_orphans``).
 """
 
 from __future__ import annotations
@@ -15,8 +17,9 @@ import hashlib
 import os
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Protocol
 
@@ -110,3 +113,31 @@ class LocalStorage:
                     partial.unlink()
                     removed += 1
         return removed
+
+
+class KeyOwner(Protocol):
+    async def storage_keys(self) -> set[str]:
+        """The keys of the objects this owner's rows point at."""
+        ...
+
+
+async def sweep_orphans(
+    storage: Storage, owners: Iterable[KeyOwner], older_than: timedelta = timedelta(hours=1)
+) -> int:
+    """Delete stored objects no owner points at (left by a crash mid-upload); ``owners`` must
+    be every service that keeps objects in ``storage``. Recent objects may belong to an upload
+    in flight and are kept."""
+    known: set[str] = set()
+    for owner in owners:
+        known |= await owner.storage_keys()
+    removed = 0
+    # File times are the file system's own: compare them with the real clock.
+    cutoff = time.time() - older_than.total_seconds()
+    for key in await storage.keys():
+        if key in known:
+            continue
+        with contextlib.suppress(FileNotFoundError):
+            if storage.path(key).stat().st_mtime < cutoff:
+                await storage.delete(key)
+                removed += 1
+    return removed

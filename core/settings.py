@@ -44,6 +44,7 @@ class Settings(BaseSettings):
     mail_from: str = "Concilia <no-reply@concilia.invalid>"
     helpdesk_email: str = ""
     helpdesk_phone: str = ""
+    helpdesk_anonymous_per_hour: int = 5  # help-desk tickets one address may send signed out
     mail_poll_seconds: float = 5.0
     mail_max_attempts: int = 8
 

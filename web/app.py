@@ -12,7 +12,7 @@ from core.clock import Clock, SystemClock
 from core.settings import Settings
 from web.context import SERVICES, context_middleware, security_headers
 from web.services import open_services
-from web.views import account, admin, api, api_cases, auth, cases, ops, pages
+from web.views import account, admin, api, api_cases, auth, cases, helpdesk, ops, pages
 
 log = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / "static"
@@ -45,6 +45,7 @@ def create_app(
         account.routes,
         admin.routes,
         cases.routes,
+        helpdesk.routes,
         api.routes,
         api_cases.routes,
         ops.routes,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -128,9 +128,16 @@ async def _load_session(
 
 
 async def _csrf_ok(request: web.Request, context: Ctx) -> bool:
-    """The token from the ``X-CSRF-Token`` header, else from the form. A multipart body is
-    never read here (uploads stream through their handler, unbuffered): its token comes in
-    the header or as the ``csrf_token`` query parameter of the form's action."""
+    """Whether an unsafe request carries this visitor's anti-forgery token.
+
+    The token comes in the ``X-CSRF-Token`` header, or else in the body's ``csrf_token`` field
+    of a url-encoded form. A ``multipart/form-data`` body (uploads) is never read here, since
+    ``request.post()`` would hold every file in memory before the handler could stream it:
+    such a post carries the token in the header or in the ``csrf_token`` query parameter (a
+    page's upload form puts it in its action URL). The query parameter counts for multipart
+    posts only. Pages are sent with ``Referrer-Policy: same-origin`` and the access log records
+    route patterns, not URLs, so the token in the URL goes nowhere else.
+    """
     sent = request.headers.get("X-CSRF-Token")
     if sent is None and request.content_type == "multipart/form-data":
         sent = request.query.get("csrf_token")
@@ -166,10 +173,11 @@ def error_response(
     *,
     status: int | None = None,
     params: dict[str, object] | None = None,
-    fields: dict[str, list[ErrorCode]] | None = None,
+    fields: Mapping[str, list[ErrorCode]] | None = None,
     **more: object,
 ) -> web.Response:
-    """An error as JSON (API) or as a page, in the request's language."""
+    """An error as JSON (API) or as a page, in the request's language. ``fields`` (wrong form
+    fields, each with its codes) goes into the JSON body as ``error.fields``."""
     status = status or STATUS.get(code, 400)
     context: Ctx | None = request.get(CTX_KEY)
     if context is None:
@@ -243,6 +251,7 @@ async def _handle(request: web.Request, svc: Services, handler: Handler) -> web.
         response = error_response(request, exc.code, seconds=exc.retry_after)
         response.headers["Retry-After"] = str(exc.retry_after)
     except FieldErrors as exc:
+        # Pages show these next to their fields; one that gets here is an API call's.
         response = error_response(request, exc.code, status=422, fields=exc.fields)
     except (UserError, ProtocolError) as exc:
         response = error_response(request, exc.code, params=exc.params)

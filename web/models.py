@@ -4,11 +4,32 @@ from __future__ import annotations
 
 from sqlalchemy import MetaData
 
-from cases import accounts, alerts, casefile, companies, documents, sessions, throttle, tokens
+from cases import (
+    accounts,
+    alerts,
+    casefile,
+    companies,
+    documents,
+    helpdesk,
+    sessions,
+    throttle,
+    tokens,
+)
 from core import mail
 from core.db import Base
 
-MODULES = (alerts, accounts, casefile, companies, documents, sessions, throttle, tokens, mail)
+MODULES = (
+    alerts,
+    accounts,
+    casefile,
+    companies,
+    documents,
+    helpdesk,
+    sessions,
+    throttle,
+    tokens,
+    mail,
+)
 
 
 def metadata() -> MetaData:

@@ -17,12 +17,13 @@ from cases.alerts import Alerts
 from cases.casefile import CaseFiles
 from cases.documents import Documents
 from cases.filing import Filing
+from cases.helpdesk import HelpDesk
 from cases.notifications import Notifier
 from cases.passwords import PasswordHasher
 from cases.recovery import Recovery
 from cases.sessions import DbSessionStore, RedisSessionStore, SessionStore
 from cases.signin import SignIn
-from cases.storage import LocalStorage, Storage
+from cases.storage import LocalStorage, Storage, sweep_orphans
 from cases.throttle import Throttle
 from core.clock import Clock
 from core.db import Database
@@ -56,6 +57,7 @@ class Services:
     files: CaseFiles
     documents: Documents
     filing: Filing
+    helpdesk: HelpDesk
     metrics: Metrics
     secret: bytes
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
@@ -80,7 +82,10 @@ class Services:
                 if reminded or expired:
                     log.info("integration deadlines: %d reminded, %d expired", reminded, expired)
                 await self.storage.sweep_incoming()
-                await self.documents.sweep_orphans()
+                # Every service keeping objects in the storage must be asked, or the sweep
+                # would take another's files for orphans.
+                await sweep_orphans(self.storage, (self.documents, self.helpdesk))
+                await self.helpdesk.do_forget_addresses()
                 backoff = 1.0
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stop.wait(), MAINTENANCE_SECONDS)
@@ -182,6 +187,14 @@ async def open_services(settings: Settings, clock: Clock) -> Services:
         files=files,
         documents=Documents(db, clock, storage, alerts),
         filing=Filing(db, clock, files, complaint_wait_days=settings.complaint_wait_days),
+        helpdesk=HelpDesk(
+            db,
+            clock,
+            storage,
+            notifier,
+            secret,
+            anonymous_per_hour=settings.helpdesk_anonymous_per_hour,
+        ),
         metrics=metrics,
         secret=secret,
     )

@@ -20,14 +20,13 @@ from cases.lifecycle import Action, Actor
 from cases.request import Checked, Section
 from core.errors import ErrorCode, UserError
 from web.context import require, services
+from web.streams import attachment, parse_id
 from web.views.cases import (
     PAGE_ACTIONS,
     PAGE_SIZE,
     case_id_of,
-    download,
     page_number,
     parse_filter,
-    parse_id,
     receive_document,
 )
 
@@ -268,4 +267,4 @@ async def api_document_content(request: web.Request) -> web.StreamResponse:
     account = require(request)
     svc = services(request)
     document = await svc.documents.get_for(account, parse_id(request.match_info["document_id"]))
-    return download(document, svc.storage.path(document.storage_key))
+    return attachment(svc.storage.path(document.storage_key), document.name)

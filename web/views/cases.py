@@ -5,13 +5,12 @@ from __future__ import annotations
 import csv
 import io
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from datetime import date, datetime, time, timedelta
 from typing import Any
 from urllib.parse import quote
 
-from aiohttp import BodyPartReader, MultipartReader, web
-from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp import web
 from openpyxl import Workbook
 from sqlalchemy import select
 
@@ -30,11 +29,13 @@ from core.i18n import N_
 from web import labels
 from web.context import ctx, render, require, safe_next, services
 from web.forms import form_data, form_list
+from web.streams import attachment, next_part, open_reader, parse_id, part_chunks, read_field
 
 routes = web.RouteTableDef()
 PAGE_SIZE = 50
 EXPORT_MAX = 10_000
 FIELD_MAX = 10_000  # bytes of a plain field in an upload form
+PARTS_MAX = 20  # parts of an upload form (its few fields and the file)
 UPLOAD_OVERHEAD = 64 * 1024  # multipart framing and the small fields around the file
 # The steps people take from the case file page (the others belong to scheduling and rooms).
 PAGE_ACTIONS = frozenset(
@@ -46,13 +47,6 @@ PAGE_ACTIONS = frozenset(
         Action.WITHDRAW,
     }
 )
-
-
-def parse_id(value: str) -> uuid.UUID:
-    try:
-        return uuid.UUID(value)
-    except ValueError:
-        raise UserError(ErrorCode.NOT_FOUND) from None
 
 
 def case_id_of(request: web.Request) -> uuid.UUID:
@@ -508,52 +502,22 @@ async def case_confirm(request: web.Request) -> web.StreamResponse:
 # ---- documents in and out --------------------------------------------------------------
 
 
-async def read_field(part: BodyPartReader) -> str:
-    data = bytearray()
-    async for chunk in part_chunks(part):
-        data.extend(chunk)
-        if len(data) > FIELD_MAX:
-            raise UserError(ErrorCode.TOO_LONG)
-    return data.decode("utf-8", errors="replace")
-
-
-async def part_chunks(part: BodyPartReader) -> AsyncIterator[bytes]:
-    try:
-        while chunk := await part.read_chunk(64 * 1024):
-            yield chunk
-    except (ValueError, HttpProcessingError):
-        raise UserError(ErrorCode.BAD_REQUEST, "malformed multipart body") from None
-
-
-async def next_part(reader: MultipartReader) -> BodyPartReader | None:
-    """The next part of a multipart body; a malformed body is the client's error."""
-    try:
-        part = await reader.next()
-    except (ValueError, HttpProcessingError):
-        raise UserError(ErrorCode.BAD_REQUEST, "malformed multipart body") from None
-    if part is not None and not isinstance(part, BodyPartReader):
-        raise UserError(ErrorCode.BAD_REQUEST, "nested multipart is not accepted")
-    return part
-
-
 async def receive_document(request: web.Request, account: Account, case_id: uuid.UUID) -> Document:
     """Stream a multipart upload straight into storage: the fields come first, then the file.
 
     Nothing is buffered: a file over the limit is cut off while it arrives (413)."""
-    if request.content_type != "multipart/form-data":
-        raise UserError(ErrorCode.BAD_REQUEST)
     length = request.content_length
     if length is not None and length > CONCILIATION_MAX_FILE + UPLOAD_OVERHEAD:
         raise UserError(ErrorCode.FILE_TOO_LARGE)
-    try:
-        reader = await request.multipart()
-    except (ValueError, HttpProcessingError):
-        raise UserError(ErrorCode.BAD_REQUEST, "malformed multipart body") from None
+    reader = await open_reader(request)
     fields: dict[str, str] = {}
-    while (part := await next_part(reader)) is not None:
+    for _count in range(PARTS_MAX):
+        part = await next_part(reader)
+        if part is None:
+            break
         if part.filename is None:
             if part.name:
-                fields[part.name] = await read_field(part)
+                fields[part.name] = await read_field(part, FIELD_MAX)
             continue
         if part.name != "file":
             raise UserError(ErrorCode.BAD_REQUEST)
@@ -566,6 +530,8 @@ async def receive_document(request: web.Request, account: Account, case_id: uuid
             description=fields.get("description"),
             visible_to_other_party=fields.get("visible_to_other_party", ""),
         )
+    else:
+        raise UserError(ErrorCode.BAD_REQUEST, "too many parts")
     raise FieldErrors({"file": [ErrorCode.REQUIRED]})
 
 
@@ -578,25 +544,9 @@ async def document_upload(request: web.Request) -> web.StreamResponse:
     raise web.HTTPSeeOther(back)
 
 
-def download(document: Document, path: Any) -> web.StreamResponse:
-    """The file as an attachment, never rendered by the browser."""
-    ascii_name = document.name.encode("ascii", "replace").decode().replace('"', "_")
-    return web.FileResponse(
-        path,
-        headers={
-            "Content-Type": "application/octet-stream",
-            "Content-Disposition": (
-                f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''"
-                + quote(document.name, safe="")
-            ),
-            "X-Content-Type-Options": "nosniff",
-        },
-    )
-
-
 @routes.get("/documents/{document_id}")
 async def document_download(request: web.Request) -> web.StreamResponse:
     account = require(request)
     svc = services(request)
     document = await svc.documents.get_for(account, parse_id(request.match_info["document_id"]))
-    return download(document, svc.storage.path(document.storage_key))
+    return attachment(svc.storage.path(document.storage_key), document.name)

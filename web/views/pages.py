@@ -40,18 +40,6 @@ async def conciliation(request: web.Request) -> web.StreamResponse:
     return render(request, "conciliation.html")
 
 
-@routes.get("/helpdesk")
-async def helpdesk(request: web.Request) -> web.StreamResponse:
-    require(request)
-    settings = services(request).settings
-    return render(
-        request,
-        "helpdesk.html",
-        helpdesk_email=settings.helpdesk_email,
-        helpdesk_phone=settings.helpdesk_phone,
-    )
-
-
 @routes.get("/privacy")
 async def privacy(request: web.Request) -> web.StreamResponse:
     return render(request, "privacy.html")
