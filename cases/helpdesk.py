@@ -45,7 +45,7 @@ from cases.uploads import (
 )
 from core.clock import Clock
 from core.db import Base, Database, UTCDateTime
-from core.errors import ErrorCode, FieldErrors, UserError
+from core.errors import ErrorCode, FieldErrors, Throttled, UserError
 from core.i18n import LANGUAGES, N_
 from core.ids import keyed_hash, new_id
 
@@ -404,13 +404,17 @@ class HelpDesk:
         """``RATE_LIMITED`` once an address sent ``anonymous_per_hour`` tickets in the hour."""
         since = self.clock.now() - RATE_WINDOW
         async with self.db.session() as session:
-            count = await session.scalar(
-                select(func.count())
-                .select_from(Ticket)
-                .where(Ticket.client_key == client_key, Ticket.created_at > since)
-            )
+            count, oldest = (
+                await session.execute(
+                    select(func.count(), func.min(Ticket.created_at)).where(
+                        Ticket.client_key == client_key, Ticket.created_at > since
+                    )
+                )
+            ).one()
         if (count or 0) >= self.anonymous_per_hour:
-            raise UserError(ErrorCode.RATE_LIMITED)
+            # Until the oldest of them leaves the hour.
+            wait = (oldest + RATE_WINDOW - self.clock.now()).total_seconds() if oldest else 60
+            raise Throttled(max(1, int(wait) + 1), ErrorCode.RATE_LIMITED)
 
     async def do_forget_addresses(self) -> int:
         """Drop the address hashes the hourly limit no longer needs; returns how many."""

@@ -123,6 +123,6 @@ class FieldErrors(UserError):
 class Throttled(UserError):
     """Too many attempts; ``retry_after`` seconds must pass."""
 
-    def __init__(self, retry_after: int) -> None:
-        super().__init__(ErrorCode.LOGIN_THROTTLED, retry_after=retry_after)
+    def __init__(self, retry_after: int, code: ErrorCode = ErrorCode.LOGIN_THROTTLED) -> None:
+        super().__init__(code, retry_after=retry_after)
         self.retry_after = retry_after

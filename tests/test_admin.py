@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import io
+
+from openpyxl import load_workbook
+
 from cases.companies import do_create_company, list_companies
 from tests.support import (
     GOOD_PASSWORD,
@@ -182,9 +186,16 @@ async def test_accounts_csv_export(env: Env) -> None:
     async with browser.client.get("/admin/accounts?format=csv") as resp:
         assert resp.status == 200
         assert resp.headers["Content-Type"].startswith("text/csv")
-        text = await resp.text()
+        text = (await resp.read()).decode("utf-8-sig")  # with a BOM, for Excel
     assert text.splitlines()[0].startswith("username,first_name")
     assert "esportato" in text and "'=cmd@example.org" in text
+    async with browser.client.get("/admin/accounts?format=xlsx&role=customer") as resp:
+        assert resp.status == 200 and resp.headers["Content-Disposition"].endswith('.xlsx"')
+        book = load_workbook(io.BytesIO(await resp.read()), read_only=True)
+    sheet = book.active
+    assert sheet is not None
+    rows = list(sheet.iter_rows(values_only=True))
+    assert rows[0][0] == "username" and rows[1][3] == "'=cmd@example.org"
 
 
 async def test_enabling_returns_an_account_to_where_it_was(env: Env) -> None:

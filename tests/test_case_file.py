@@ -301,7 +301,7 @@ async def test_lists_filter_and_export(world: World) -> None:
 
 
 async def test_export_cells_never_become_formulas() -> None:
-    from web.views.cases import export_cell
+    from web.exports import cell as export_cell
 
     assert export_cell("=HYPERLINK(1)") == "'=HYPERLINK(1)"
     assert export_cell("+39") == "'+39" and export_cell("Rossi") == "Rossi"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import os
 import re
 import time
@@ -17,6 +18,7 @@ from typing import Any
 import jsonschema_rs
 import pytest
 from aiohttp import FormData
+from openpyxl import load_workbook
 from sqlalchemy import func, select
 
 from cases.helpdesk import (
@@ -578,6 +580,7 @@ async def test_anonymous_senders_are_limited_per_address_and_hour(env: Env) -> N
         assert (await write(browser, ANONYMOUS)).status == 200
     page = await write(browser, ANONYMOUS, [("a.pdf", PDF)])
     assert page.status == 429 and 'data-error-code="rate_limited"' in page.text
+    assert page.headers["Retry-After"] == "3601"  # the clock stood still: the whole hour
     async with browser.client.post(
         "/api/v1/helpdesk/tickets",
         json=ANONYMOUS,
@@ -795,3 +798,24 @@ async def test_orphan_sweep_keeps_help_desk_files(env: Env) -> None:
     assert await storage.keys() == [kept]
     assert await services.documents.sweep_orphans(others=(services.helpdesk,)) == 0
     assert await storage.keys() == [kept]
+
+
+async def test_the_queue_exports_to_csv_and_xlsx(env: Env) -> None:
+    desk = await operator(env)
+    await write(env.browser(), {**ANONYMOUS, "subject": "=SOMMA(A1)"})
+    async with desk.client.get("/desk/helpdesk?format=csv") as resp:
+        assert resp.status == 200 and "attachment" in resp.headers["Content-Disposition"]
+        text = (await resp.read()).decode("utf-8-sig")
+    lines = text.strip().splitlines()
+    assert lines[0].startswith("Codice,Oggetto") and len(lines) == 2
+    assert "HD-2026-000001" in lines[1] and "'=SOMMA(A1)" in lines[1]
+    async with desk.client.get("/desk/helpdesk?format=xlsx&status=open") as resp:
+        assert resp.status == 200
+        book = load_workbook(io.BytesIO(await resp.read()), read_only=True)
+    sheet = book.active
+    assert sheet is not None
+    rows = list(sheet.iter_rows(values_only=True))
+    assert rows[1][0] == "HD-2026-000001" and rows[1][4] == "lucia@example.org"
+    sender = await signed_in(env, "curioso")
+    async with sender.client.get("/desk/helpdesk?format=csv") as resp:
+        assert resp.status == 403

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import io
 import uuid
 
 from aiohttp import web
@@ -12,6 +10,7 @@ from cases.accounts import STAFF_ROLES, Role, Status
 from cases.companies import SECTORS, do_create_company, do_set_company_active, list_companies
 from core.errors import ErrorCode, FieldErrors, UserError
 from web.context import render, require, services
+from web.exports import export_response, wanted
 from web.forms import form_data, form_list, keep
 
 routes = web.RouteTableDef()
@@ -43,42 +42,34 @@ async def accounts_list(request: web.Request) -> web.StreamResponse:
         raise UserError(ErrorCode.INVALID_CHOICE)
     rows = await svc.accounts.list(role=role, status=status)
     companies = {c.id: c.name for c in await list_companies(svc.db)}
-    if request.query.get("format") == "csv":
-        buffer = io.StringIO()
-        writer = csv.writer(buffer)
-        writer.writerow(
+    kind = wanted(request)
+    if kind is not None:
+        header = [
+            "username",
+            "first_name",
+            "last_name",
+            "email",
+            "role",
+            "status",
+            "company",
+            "created_at",
+            "last_login_at",
+        ]
+        table = [
             [
-                "username",
-                "first_name",
-                "last_name",
-                "email",
-                "role",
-                "status",
-                "company",
-                "created_at",
-                "last_login_at",
+                a.username,
+                a.first_name,
+                a.last_name,
+                a.email,
+                a.role,
+                a.status,
+                companies.get(a.company_id, "") if a.company_id else "",
+                a.created_at.isoformat(),
+                a.last_login_at.isoformat() if a.last_login_at else "",
             ]
-        )
-        for a in rows:
-            writer.writerow(
-                [
-                    _cell(a.username),
-                    _cell(a.first_name),
-                    _cell(a.last_name),
-                    _cell(a.email),
-                    a.role,
-                    a.status,
-                    _cell(companies.get(a.company_id, "") if a.company_id else ""),
-                    a.created_at.isoformat(),
-                    a.last_login_at.isoformat() if a.last_login_at else "",
-                ]
-            )
-        return web.Response(
-            text=buffer.getvalue(),
-            content_type="text/csv",
-            charset="utf-8",
-            headers={"Content-Disposition": 'attachment; filename="accounts.csv"'},
-        )
+            for a in rows
+        ]
+        return export_response(kind, "accounts", header, table)
     return render(
         request,
         "admin_accounts.html",
@@ -89,11 +80,6 @@ async def accounts_list(request: web.Request) -> web.StreamResponse:
         role_filter=role or "",
         status_filter=status or "",
     )
-
-
-def _cell(value: str) -> str:
-    """Keep spreadsheets from reading a cell as a formula (CSV injection)."""
-    return "'" + value if value[:1] in ("=", "+", "-", "@", "\t", "\r") else value
 
 
 @routes.get("/admin/accounts/new")

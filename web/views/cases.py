@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import io
 import uuid
 from collections.abc import Mapping
 from datetime import date, datetime, time, timedelta
@@ -11,7 +9,6 @@ from typing import Any
 from urllib.parse import quote
 
 from aiohttp import web
-from openpyxl import Workbook
 from sqlalchemy import select
 
 from cases.accounts import Account, Role
@@ -28,6 +25,7 @@ from core.errors import ErrorCode, FieldErrors, UserError
 from core.i18n import N_
 from web import labels
 from web.context import ctx, render, require, safe_next, services
+from web.exports import export_response, wanted
 from web.forms import form_data, form_list
 from web.streams import attachment, next_part, open_reader, parse_id, part_chunks, read_field
 
@@ -84,67 +82,21 @@ def page_number(query: Mapping[str, str]) -> int:
     return int(value) if value.isdigit() and 0 < int(value) < 100_000 else 1
 
 
-def export_cell(value: object) -> str:
-    """A cell as text that no spreadsheet reads as a formula."""
-    text = "" if value is None else str(value)
-    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
-
-
-EXPORT_COLUMNS = (
-    "code",
-    "status",
-    "outcome",
-    "customer",
-    "company",
-    "sector",
-    "meeting_mode",
-    "submitted_at",
-    "closed_at",
-)
-
-
 def export_rows(rows: list[Case], companies: dict[uuid.UUID, str], gettext: Any) -> list[list[str]]:
     return [
         [
-            export_cell(case.code or ""),
-            export_cell(gettext(STATUS_LABELS[case.status])),
-            export_cell(gettext(OUTCOME_LABELS[case.outcome]) if case.outcome else ""),
-            export_cell(case.customer_name or ""),
-            export_cell(companies.get(case.company_id, "") if case.company_id else ""),
-            export_cell(gettext(labels.SECTOR[Sector(case.sector)]) if case.sector else ""),
-            export_cell(case.meeting_mode or ""),
+            case.code or "",
+            gettext(STATUS_LABELS[case.status]),
+            gettext(OUTCOME_LABELS[case.outcome]) if case.outcome else "",
+            case.customer_name or "",
+            companies.get(case.company_id, "") if case.company_id else "",
+            gettext(labels.SECTOR[Sector(case.sector)]) if case.sector else "",
+            case.meeting_mode or "",
             local(case.submitted_at),
             local(case.closed_at),
         ]
         for case in rows
     ]
-
-
-def export_response(kind: str, header: list[str], rows: list[list[str]]) -> web.Response:
-    disposition = f'attachment; filename="cases.{kind}"'
-    if kind == "csv":
-        buffer = io.StringIO()
-        writer = csv.writer(buffer)
-        writer.writerow(header)
-        writer.writerows(rows)
-        return web.Response(
-            body=("\ufeff" + buffer.getvalue()).encode(),  # the BOM makes Excel read UTF-8
-            content_type="text/csv",
-            charset="utf-8",
-            headers={"Content-Disposition": disposition},
-        )
-    book = Workbook(write_only=True)
-    sheet = book.create_sheet("cases")
-    sheet.append(header)
-    for row in rows:
-        sheet.append(row)
-    out = io.BytesIO()
-    book.save(out)
-    return web.Response(
-        body=out.getvalue(),
-        content_type="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
-        headers={"Content-Disposition": disposition},
-    )
 
 
 async def company_names(request: web.Request) -> dict[uuid.UUID, str]:
@@ -155,14 +107,14 @@ async def company_names(request: web.Request) -> dict[uuid.UUID, str]:
 async def cases_list(request: web.Request) -> web.StreamResponse:
     account = require(request)
     where = parse_filter(request.query)
-    kind = request.query.get("format")
+    kind = wanted(request)
     names = await company_names(request)
     async with services(request).db.session() as session:
-        if kind in ("csv", "xlsx"):
+        if kind is not None:
             rows, _total = await list_cases(session, account, where, limit=EXPORT_MAX)
             gettext = ctx(request).gettext
             header = [gettext(h) for h in EXPORT_HEADERS]
-            return export_response(kind, header, export_rows(rows, names, gettext))
+            return export_response(kind, "cases", header, export_rows(rows, names, gettext))
         number = page_number(request.query)
         rows, total = await list_cases(
             session, account, where, limit=PAGE_SIZE, offset=(number - 1) * PAGE_SIZE

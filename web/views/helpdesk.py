@@ -28,6 +28,7 @@ from cases.helpdesk import (
     STATUS_LABELS,
     SUBJECT_MAX,
     Attachments,
+    Category,
     FilesTooLarge,
     NewTicket,
     QueueItem,
@@ -41,7 +42,9 @@ from cases.helpdesk import (
 )
 from cases.uploads import HELPDESK_EXTENSIONS, HELPDESK_MAX_TOTAL
 from core.errors import ErrorCode, FieldErrors, UserError
+from core.i18n import N_
 from web.context import client_address, ctx, render, require, services
+from web.exports import export_response, wanted
 from web.forms import keep
 from web.streams import (
     attachment,
@@ -62,6 +65,18 @@ OPERATOR_ROLES = tuple(OPERATORS)
 ACCEPT = ",".join(sorted(HELPDESK_EXTENSIONS))
 
 FormCheck = Callable[[dict[str, str]], None]
+
+
+QUEUE_COLUMNS = (
+    N_("Code"),
+    N_("Subject"),
+    N_("Category"),
+    N_("Sender"),
+    N_("E-mail"),
+    N_("Status"),
+    N_("Sent on"),
+    N_("Last activity"),
+)
 
 
 def path_id(request: web.Request) -> uuid.UUID:
@@ -326,6 +341,24 @@ async def queue_page(request: web.Request) -> web.StreamResponse:
     account = require(request, OPERATOR_ROLES)
     status, category = _filters(request)
     items = await services(request).helpdesk.list_queue(account, status=status, category=category)
+    kind = wanted(request)
+    if kind is not None:
+        gettext = ctx(request).gettext
+        header = [gettext(h) for h in QUEUE_COLUMNS]
+        table = [
+            [
+                item.ticket.code,
+                item.ticket.subject,
+                gettext(CATEGORY_LABELS[Category(item.ticket.category)]),
+                item.sender_name,
+                item.sender_email,
+                gettext(STATUS_LABELS[TicketStatus(item.ticket.status)]),
+                rome_time(item.ticket.created_at),
+                rome_time(item.ticket.updated_at),
+            ]
+            for item in items
+        ]
+        return export_response(kind, "helpdesk", header, table)
     return render(
         request,
         "helpdesk_queue.html",
