@@ -132,8 +132,8 @@ async def _csrf_ok(request: web.Request, context: Ctx) -> bool:
 
     The token comes in the ``X-CSRF-Token`` header, or else in the body's ``csrf_token`` field
     of a url-encoded form. A ``multipart/form-data`` body (uploads) is never read here, since
-    ``request.post()`` would hold every file in memory before the handler could stream it:
-    such a post carries the token in the header or in the ``csrf_token`` query parameter (a
+    ``request.post()`` would consume the whole body before the handler could stream and check
+    it: such a post carries the token in the header or in the ``csrf_token`` query parameter (a
     page's upload form puts it in its action URL). The query parameter counts for multipart
     posts only. Pages are sent with ``Referrer-Policy: same-origin`` and the access log records
     route patterns, not URLs, so the token in the URL goes nowhere else.

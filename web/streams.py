@@ -1,9 +1,12 @@
 """Uploads and downloads at the HTTP edge: multipart bodies read part by part, files sent back
 as attachments. Shared by the case documents and the help desk.
 
-A multipart body is never buffered (``request.post()`` would hold every file in memory): it is
-read one part at a time, text fields up to a limit and files as a stream of chunks. Whatever a
-client sends that aiohttp cannot parse is the client's error (400), never a server error.
+A multipart body is read one part at a time, text fields up to a limit and files as a stream of
+chunks going straight to storage, where the size is counted and an oversize file is cut off as
+it arrives. (``request.post()`` would first read the whole body — spilling files over 1 MiB to
+temporary files — before any check could run, and then the file would be written twice.)
+Whatever a client sends that aiohttp cannot parse is the client's error (400), never a server
+error.
 """
 
 from __future__ import annotations
