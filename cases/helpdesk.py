@@ -317,6 +317,20 @@ class Attachments:
         return files
 
 
+@contextlib.asynccontextmanager
+async def settled(files: Attachments | None) -> AsyncIterator[None]:
+    """Around the transaction that writes the files' rows: on any failure the stored files are
+    deleted; once it committed, they belong to their rows."""
+    try:
+        yield
+    except BaseException:
+        if files is not None:
+            await files.discard()
+        raise
+    if files is not None:
+        files.hand_over()
+
+
 # -- reading --------------------------------------------------------------------------------
 
 
@@ -487,7 +501,7 @@ class HelpDesk:
         """Open a ticket with its first message (and files); operators are e-mailed. An
         anonymous sender (``account`` None) is held to the hourly limit of ``client_key``.
         On any failure the files are deleted."""
-        try:
+        async with settled(files):
             if account is None:
                 if new.email is None or new.name is None:
                     raise FieldErrors({"email": [ErrorCode.REQUIRED]})
@@ -516,12 +530,6 @@ class HelpDesk:
                 )
                 await self._tell_operators(session, ticket, account)
                 await session.commit()
-        except BaseException:
-            if files is not None:
-                await files.discard()
-            raise
-        if files is not None:
-            files.hand_over()
         self.notifier.wake()
         return ticket
 
@@ -574,7 +582,7 @@ class HelpDesk:
         files: Attachments | None = None,
     ) -> TicketMessage:
         """The sender adds to an open or answered ticket, which waits for the desk again."""
-        try:
+        async with settled(files):
             text = check_body(body)
             now = self.clock.now()
             async with self.db.session() as session:
@@ -585,12 +593,6 @@ class HelpDesk:
                 ticket.status = TicketStatus.OPEN
                 ticket.updated_at = now
                 await session.commit()
-        except BaseException:
-            if files is not None:
-                await files.discard()
-            raise
-        if files is not None:
-            files.hand_over()
         return message
 
     async def do_answer(
@@ -603,7 +605,7 @@ class HelpDesk:
     ) -> TicketMessage:
         """An operator answers; the sender is e-mailed the answer in the sender's language
         (with a link to the ticket when the sender has an account; never the files)."""
-        try:
+        async with settled(files):
             text = check_body(body)
             now = self.clock.now()
             async with self.db.session() as session:
@@ -615,12 +617,6 @@ class HelpDesk:
                 ticket.updated_at = now
                 await self._tell_sender(session, ticket, text)
                 await session.commit()
-        except BaseException:
-            if files is not None:
-                await files.discard()
-            raise
-        if files is not None:
-            files.hand_over()
         self.notifier.wake()
         return message
 

@@ -209,6 +209,14 @@ async def registered(env: Env, username: str, **overrides: str) -> str:
     return overrides.get("password", GOOD_PASSWORD)
 
 
+async def signed_in(env: Env, username: str, **overrides: str) -> Browser:
+    """A new visitor, registered (e-mail verified) and signed in as ``username``."""
+    password = await registered(env, username, **overrides)
+    browser = await env.new_browser()
+    assert (await sign_in(browser, username, password)).status == 303
+    return browser
+
+
 async def sign_in(browser: Browser, username: str, password: str) -> Page:
     return await browser.submit("/login", {"username": username, "password": password, "next": "/"})
 

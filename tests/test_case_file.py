@@ -26,6 +26,7 @@ from tests.support import (
     file_request,
     registered,
     sign_in,
+    signed_in,
     staff,
     staff_sign_in,
 )
@@ -54,13 +55,6 @@ class World:
         )
 
 
-async def person(env: Env, name: str, **extra: str) -> Browser:
-    password = await registered(env, name, **extra)
-    browser = await env.new_browser()
-    assert (await sign_in(browser, name, password)).status == 303
-    return browser
-
-
 @pytest.fixture
 async def world(env: Env) -> World:
     company = await do_create_company(
@@ -74,8 +68,8 @@ async def world(env: Env) -> World:
         env.services.db, name="Altra Spa", vat="02345670158", sectors=["gas"], now=env.clock.now()
     )
     browsers = {
-        "cliente": await person(env, "cliente"),
-        "delegato": await person(env, "delegato", kind="delegate", delegate_kind="professional"),
+        "cliente": await signed_in(env, "cliente"),
+        "delegato": await signed_in(env, "delegato", kind="delegate", delegate_kind="professional"),
     }
     for name, company_id, language in (
         ("rep", company.id, "en"),

@@ -33,13 +33,11 @@ from cases.storage import LocalStorage, sweep_orphans
 from cases.uploads import HELPDESK_MAX_TOTAL, MB
 from core.errors import ErrorCode, FieldErrors, UserError
 from tests.support import (
-    GOOD_PASSWORD,
     Browser,
     Env,
     Page,
     link_in,
-    registered,
-    sign_in,
+    signed_in,
     staff,
     staff_sign_in,
 )
@@ -112,13 +110,6 @@ async def write(browser: Browser, fields: dict[str, str], files: Files | None = 
     page = await browser.get("/helpdesk")
     assert page.status == 200
     return await post_form(browser, "/helpdesk", form(fields, files), token_of(page))
-
-
-async def signed_in(env: Env, username: str) -> Browser:
-    await registered(env, username)
-    browser = await env.new_browser()
-    assert (await sign_in(browser, username, GOOD_PASSWORD)).status == 303
-    return browser
 
 
 async def operator(env: Env, username: str = "sportello") -> Browser:

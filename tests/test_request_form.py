@@ -13,13 +13,13 @@ from cases.companies import do_create_company
 from cases.lifecycle import Action
 from tests.support import (
     VALID_VAT,
-    Browser,
     Env,
     attach,
     file_request,
     fill_request,
     registered,
     sign_in,
+    signed_in,
     staff,
     staff_sign_in,
     submit_request,
@@ -38,13 +38,6 @@ async def company_id(env: Env) -> str:
     return str(company.id)
 
 
-async def customer(env: Env, name: str = "cliente", **extra: str) -> Browser:
-    password = await registered(env, name, **extra)
-    browser = await env.new_browser()
-    assert (await sign_in(browser, name, password)).status == 303
-    return browser
-
-
 async def case_row(env: Env, case_id: str) -> Case:
     async with env.services.db.session() as session:
         case = await session.scalar(select(Case).where(Case.id == uuid.UUID(case_id)))
@@ -61,7 +54,7 @@ def field_error(page_text: str, name: str) -> str:
 async def test_a_customer_files_a_request_and_gets_a_code_and_an_acknowledgement(
     env: Env, company_id: str
 ) -> None:
-    browser = await customer(env)
+    browser = await signed_in(env, "cliente")
     case_id = await file_request(browser, company_id)
     page = await browser.get(f"/cases/{case_id}")
     assert page.status == 200
@@ -80,7 +73,7 @@ async def test_a_customer_files_a_request_and_gets_a_code_and_an_acknowledgement
 async def test_each_section_says_what_is_wrong_and_keeps_what_was_typed(
     env: Env, company_id: str
 ) -> None:
-    browser = await customer(env)
+    browser = await signed_in(env, "cliente")
     case_id, pages = await fill_request(
         browser,
         company_id,
@@ -107,7 +100,7 @@ async def test_each_section_says_what_is_wrong_and_keeps_what_was_typed(
 
 
 async def test_tax_code_vat_and_pdr_are_checked(env: Env, company_id: str) -> None:
-    browser = await customer(env)
+    browser = await signed_in(env, "cliente")
     _case_id, pages = await fill_request(
         browser,
         company_id,
@@ -123,7 +116,7 @@ async def test_tax_code_vat_and_pdr_are_checked(env: Env, company_id: str) -> No
     assert "PDR" in field_error(pages["supply"].text, "pdr") or "14" in field_error(
         pages["supply"].text, "pdr"
     )
-    delegate = await customer(env, "delegato", kind="delegate", delegate_kind="professional")
+    delegate = await signed_in(env, "delegato", kind="delegate", delegate_kind="professional")
     _case_id, pages = await fill_request(
         delegate,
         company_id,
@@ -141,7 +134,7 @@ async def test_tax_code_vat_and_pdr_are_checked(env: Env, company_id: str) -> No
 
 
 async def test_mandatory_attachments_follow_the_answers(env: Env, company_id: str) -> None:
-    browser = await customer(env)
+    browser = await signed_in(env, "cliente")
     case_id, _pages = await fill_request(
         browser,
         company_id,
@@ -169,7 +162,7 @@ async def test_mandatory_attachments_follow_the_answers(env: Env, company_id: st
 
 
 async def test_a_delegated_case_mails_only_the_delegate(env: Env, company_id: str) -> None:
-    delegate = await customer(env, "delegato", kind="delegate", delegate_kind="professional")
+    delegate = await signed_in(env, "delegato", kind="delegate", delegate_kind="professional")
     case_id = await file_request(
         delegate,
         company_id,
@@ -190,7 +183,7 @@ async def test_a_delegated_case_mails_only_the_delegate(env: Env, company_id: st
 
 
 async def test_the_same_dispute_cannot_be_filed_again(env: Env, company_id: str) -> None:
-    browser = await customer(env)
+    browser = await signed_in(env, "cliente")
     first = await file_request(browser, company_id)
     case_id, _ = await fill_request(browser, company_id)
     for category in ("complaint", "identity"):
@@ -238,7 +231,7 @@ async def test_staff_enter_a_postal_request_for_a_private_customer(
 
 
 async def test_a_draft_is_kept_and_private(env: Env, company_id: str) -> None:
-    browser = await customer(env)
+    browser = await signed_in(env, "cliente")
     case_id, _ = await fill_request(browser, company_id, dispute={"description": ""})
     listing = await browser.get("/cases")
     assert f"/cases/{case_id}/request/summary" in listing.text

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from aiohttp import web
+
+from core.errors import ErrorCode, UserError
 
 SECRET_FIELDS = frozenset(
     {"password", "password_confirm", "current_password", "csrf_token", "code"}
@@ -29,3 +33,14 @@ async def form_list(request: web.Request, name: str) -> list[str]:
 def keep(form: dict[str, str]) -> dict[str, str]:
     """What a form shows again after an error: everything typed except secrets."""
     return {k: v for k, v in form.items() if k not in SECRET_FIELDS}
+
+
+async def json_object(request: web.Request) -> dict[str, Any]:
+    """An API request's body, which must be a JSON object."""
+    try:
+        body = await request.json()
+    except ValueError:
+        raise UserError(ErrorCode.BAD_REQUEST, "the body is not JSON") from None
+    if not isinstance(body, dict):
+        raise UserError(ErrorCode.BAD_REQUEST, "the body must be a JSON object")
+    return body

@@ -16,15 +16,16 @@ from cases.alerts import CaseNotice
 from cases.casefile import Case, CaseEvent, list_cases
 from cases.documents import Document
 from cases.filing import Review
-from cases.lifecycle import Action, Actor
+from cases.lifecycle import Actor
 from cases.request import Checked, Section
 from core.errors import ErrorCode, UserError
 from web.context import require, services
+from web.forms import json_object
 from web.streams import attachment, parse_id
 from web.views.cases import (
-    PAGE_ACTIONS,
     PAGE_SIZE,
     case_id_of,
+    page_action,
     page_number,
     parse_filter,
     receive_document,
@@ -117,17 +118,6 @@ def review_json(review: Review) -> dict[str, Any]:
     }
 
 
-async def json_object(request: web.Request) -> dict[str, Any]:
-    """The request's body, which must be a JSON object."""
-    try:
-        body = await request.json()
-    except ValueError:
-        raise UserError(ErrorCode.BAD_REQUEST, "the body is not JSON") from None
-    if not isinstance(body, dict):
-        raise UserError(ErrorCode.BAD_REQUEST, "the body must be a JSON object")
-    return body
-
-
 @routes.get("/api/v1/cases")
 async def api_cases(request: web.Request) -> web.StreamResponse:
     account = require(request)
@@ -195,12 +185,7 @@ async def api_case_submit(request: web.Request) -> web.StreamResponse:
 @routes.post("/api/v1/cases/{case_id}/steps/{action}")
 async def api_case_step(request: web.Request) -> web.StreamResponse:
     account = require(request)
-    try:
-        action = Action(request.match_info["action"])
-    except ValueError:
-        raise UserError(ErrorCode.NOT_FOUND) from None
-    if action not in PAGE_ACTIONS:
-        raise UserError(ErrorCode.NOT_FOUND)
+    action = page_action(request)
     body = await json_object(request) if request.content_length else {}
     note = body.get("note")
     if note is not None and not isinstance(note, str):

@@ -427,15 +427,21 @@ async def case_page(request: web.Request) -> web.StreamResponse:
     )
 
 
-@routes.post("/cases/{case_id}/steps/{action}")
-async def case_step(request: web.Request) -> web.StreamResponse:
-    account = require(request)
+def page_action(request: web.Request) -> Action:
+    """The step named in the URL, if it is one people take from the case file."""
     try:
         action = Action(request.match_info["action"])
     except ValueError:
         raise UserError(ErrorCode.NOT_FOUND) from None
     if action not in PAGE_ACTIONS:
         raise UserError(ErrorCode.NOT_FOUND)
+    return action
+
+
+@routes.post("/cases/{case_id}/steps/{action}")
+async def case_step(request: web.Request) -> web.StreamResponse:
+    account = require(request)
+    action = page_action(request)
     form = await form_data(request)
     note = form.get("note", "").strip()[:2000] or None
     case_id = case_id_of(request)

@@ -45,7 +45,7 @@ from core.errors import ErrorCode, FieldErrors, UserError
 from core.i18n import N_
 from web.context import client_address, ctx, render, require, services
 from web.exports import export_response, wanted
-from web.forms import keep
+from web.forms import json_object, keep
 from web.streams import (
     attachment,
     next_part,
@@ -116,16 +116,6 @@ async def stream_form(
         check(fields)
 
 
-async def _json_object(request: web.Request) -> dict[str, Any]:
-    try:
-        data = await request.json()
-    except ValueError:
-        raise UserError(ErrorCode.BAD_REQUEST, "the body is not JSON") from None
-    if not isinstance(data, dict):
-        raise UserError(ErrorCode.BAD_REQUEST, "a JSON object is expected")
-    return data
-
-
 # -- the actions, shared by pages and API ---------------------------------------------------
 
 
@@ -143,7 +133,7 @@ async def _create(request: web.Request, fields: dict[str, str]) -> Ticket:
         return check_ticket(form, signed_in=account is not None, language=context.lang)
 
     if request.content_type == "application/json" and request.path.startswith("/api/"):
-        return await desk.do_create(account, check(await _json_object(request)), client_key=key)
+        return await desk.do_create(account, check(await json_object(request)), client_key=key)
     checked: list[NewTicket] = []
     async with desk.attachments() as batch:
         await stream_form(request, batch, fields, lambda form: checked.append(check(form)))
@@ -163,7 +153,7 @@ async def _add_message(
     await desk.check_writable(account, ticket_id, staff=staff)  # before reading the body
     do = desk.do_answer if staff else desk.do_follow_up
     if request.content_type == "application/json" and request.path.startswith("/api/"):
-        data = await _json_object(request)
+        data = await json_object(request)
         await do(account, ticket_id, check_body(data.get("message")))
         return
     texts: list[str] = []
