@@ -1,0 +1,1 @@
+"""Scheduling: the slot calendar, bookings of conciliators and companies, the allocator."""
