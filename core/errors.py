@@ -81,6 +81,14 @@ class ErrorCode(StrEnum):
     DISPUTE_ALREADY_CLOSED = "dispute_already_closed"
     DISPUTE_ALREADY_OPEN = "dispute_already_open"
     MESSAGE_REQUIRED = "message_required"
+    # scheduling
+    SLOT_NOT_AVAILABLE = "slot_not_available"
+    PAST_DEADLINE = "past_deadline"
+    TOO_SOON = "too_soon"
+    SLOT_TAKEN = "slot_taken"
+    CONCILIATOR_UNAVAILABLE = "conciliator_unavailable"
+    CONCILIATOR_DAY_FULL = "conciliator_day_full"
+    COMPANY_FULL = "company_full"
     # the life of a case
     TRANSITION_REFUSED = "transition_refused"
     # uploaded files

@@ -68,6 +68,9 @@ class Settings(BaseSettings):
     integration_days: int = 7  # time to complete a request once staff ask for documents
     integration_reminder_hours: int = 48  # the applicant is reminded this long before it ends
     files_dir: Path | None = None  # uploaded documents (default: <var_dir>/files)
+    meeting_minutes: int = 90  # length of a meeting slot
+    min_notice_days: int = 5  # working days between admission and the first possible meeting
+    first_meeting_days: int = 40  # first meeting within this many days of the complete request
 
     argon2_time_cost: int = 3
     argon2_memory_kib: int = 65536

@@ -187,7 +187,7 @@ def free_port() -> int:
 def smtp_server() -> Iterator[tuple[MailSink, int]]:
     sink = MailSink()
     port = free_port()
-    controller = Controller(sink, hostname="127.0.0.1", port=port)
+    controller = Controller(sink, hostname="127.0.0.1", port=port, ready_timeout=15)
     controller.start()
     try:
         yield sink, port

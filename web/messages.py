@@ -132,6 +132,24 @@ MESSAGES: dict[ErrorCode, str] = {
         "A request for this dispute is already open: case %(case_code)s."
     ),
     ErrorCode.MESSAGE_REQUIRED: N_("Write a message saying what is needed."),
+    ErrorCode.SLOT_NOT_AVAILABLE: N_(
+        "There is no meeting slot at that time (slots: Monday to Friday at 9:00, 10:30, 12:00,"
+        " 14:00, 15:30 and 17:00). %(reason)s"
+    ),
+    ErrorCode.PAST_DEADLINE: N_(
+        "That slot is after the case's deadline for the first meeting (%(deadline)s)."
+    ),
+    ErrorCode.TOO_SOON: N_(
+        "That slot is too soon: the parties need notice; the first possible day is %(earliest)s."
+    ),
+    ErrorCode.SLOT_TAKEN: N_(
+        "That slot was just taken (the conciliator or the case is already booked): choose another."
+    ),
+    ErrorCode.CONCILIATOR_UNAVAILABLE: N_("The conciliator does not work or is absent that day."),
+    ErrorCode.CONCILIATOR_DAY_FULL: N_("The conciliator has no more meetings free that day."),
+    ErrorCode.COMPANY_FULL: N_(
+        "The company's representatives cannot attend another meeting in that slot."
+    ),
     ErrorCode.TRANSITION_REFUSED: N_("This step is not possible in the current state of the case."),
     ErrorCode.FILE_TYPE_NOT_ALLOWED: N_("This type of file is not accepted: see the allowed ones."),
     ErrorCode.FILE_CONTENT_MISMATCH: N_(

@@ -17,9 +17,11 @@ from cases import (
 )
 from core import mail
 from core.db import Base
+from scheduling import bookings
 
 MODULES = (
     alerts,
+    bookings,
     accounts,
     casefile,
     companies,

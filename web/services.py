@@ -30,6 +30,7 @@ from core.db import Database
 from core.i18n import I18n
 from core.mail import MailWorker
 from core.settings import Settings
+from scheduling.bookings import Bookings, Rules
 from web.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -57,6 +58,7 @@ class Services:
     files: CaseFiles
     documents: Documents
     filing: Filing
+    bookings: Bookings
     helpdesk: HelpDesk
     metrics: Metrics
     secret: bytes
@@ -186,6 +188,16 @@ async def open_services(settings: Settings, clock: Clock) -> Services:
         alerts=alerts,
         files=files,
         documents=Documents(db, clock, storage, alerts),
+        bookings=Bookings(
+            db,
+            clock,
+            files,
+            Rules(
+                meeting_minutes=settings.meeting_minutes,
+                min_notice_days=settings.min_notice_days,
+                first_meeting_days=settings.first_meeting_days,
+            ),
+        ),
         filing=Filing(db, clock, files, complaint_wait_days=settings.complaint_wait_days),
         helpdesk=HelpDesk(
             db,

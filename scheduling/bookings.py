@@ -1,0 +1,342 @@
+"""Meetings booked in slots, and the resources they hold, with the database as the referee.
+
+A meeting holds a conciliator in a slot and one of the company's seats in that slot. Double
+bookings are impossible even with several schedulers at once on several nodes, because the
+database refuses them, not only this code: a partial unique index allows one scheduled meeting
+per conciliator and slot, another one scheduled meeting per case, and a company's seats are
+rows keyed by (company, slot, seat number) — there are only as many seat numbers as the
+company's capacity, so a slot cannot hold more of its meetings. What this module checks first
+(holidays, closures, the deadline, the minimum notice, working days, absences, the daily limit,
+capacity) only gives the reason for a refusal; a race that slips past the checks still ends in
+the database's refusal, reported as "taken".
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from enum import StrEnum
+
+from sqlalchemy import (
+    Date,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    UniqueConstraint,
+    func,
+    select,
+    text,
+)
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Mapped, mapped_column
+
+from cases.accounts import Account, Role, Status
+from cases.casefile import Case, CaseEvent, CaseFiles, case_for
+from cases.lifecycle import Action, Actor, CaseStatus
+from core.clock import ROME, Clock
+from core.db import Base, Database, UTCDateTime
+from core.errors import ErrorCode, UserError
+from core.ids import new_id
+from scheduling.calendar import Calendar, Slot
+
+
+class MeetingStatus(StrEnum):
+    SCHEDULED = "scheduled"
+    CANCELLED = "cancelled"
+    HELD = "held"
+
+
+class Closure(Base):
+    """A day without slots besides the national holidays (a patron saint, an office closure)."""
+
+    __tablename__ = "closures"
+
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    name: Mapped[str] = mapped_column(String(120))
+
+
+class ConciliatorProfile(Base):
+    """When a conciliator works: weekdays (0 = Monday) and meetings per day at most."""
+
+    __tablename__ = "conciliator_profiles"
+
+    account_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("accounts.id"), primary_key=True)
+    working_weekdays: Mapped[str] = mapped_column(String(16), default="0,1,2,3,4")
+    max_per_day: Mapped[int] = mapped_column(Integer, default=4)
+
+    @property
+    def weekdays(self) -> frozenset[int]:
+        return frozenset(int(d) for d in self.working_weekdays.split(",") if d)
+
+
+class Absence(Base):
+    __tablename__ = "conciliator_absences"
+    __table_args__ = (UniqueConstraint("account_id", "day"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    account_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("accounts.id"), index=True)
+    day: Mapped[date] = mapped_column(Date)
+
+
+class CompanyCapacity(Base):
+    """How many meetings a company's representatives can attend in parallel in one slot."""
+
+    __tablename__ = "company_capacities"
+
+    company_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("companies.id"), primary_key=True)
+    per_slot: Mapped[int] = mapped_column(Integer)
+
+
+SCHEDULED_ONLY = text("status = 'scheduled'")
+
+
+class Meeting(Base):
+    __tablename__ = "meetings"
+    __table_args__ = (
+        # One scheduled meeting per conciliator and slot, and per case.
+        Index(
+            "uq_meetings_conciliator_slot",
+            "conciliator_id",
+            "starts_at",
+            unique=True,
+            sqlite_where=SCHEDULED_ONLY,
+            postgresql_where=SCHEDULED_ONLY,
+        ),
+        Index(
+            "uq_meetings_case_scheduled",
+            "case_id",
+            unique=True,
+            sqlite_where=SCHEDULED_ONLY,
+            postgresql_where=SCHEDULED_ONLY,
+        ),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
+    case_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("cases.id"), index=True)
+    conciliator_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("accounts.id"), index=True)
+    company_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("companies.id"))
+    starts_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+    ends_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    mode: Mapped[str] = mapped_column(String(8))
+    status: Mapped[str] = mapped_column(String(12), default=MeetingStatus.SCHEDULED)
+    # iCalendar: the UID is derived from the id (stable); SEQUENCE grows on every change.
+    sequence: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class CompanySeat(Base):
+    """One of a company's parallel seats in a slot, held by a scheduled meeting."""
+
+    __tablename__ = "company_seats"
+
+    company_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("companies.id"), primary_key=True)
+    starts_at: Mapped[datetime] = mapped_column(UTCDateTime(), primary_key=True)
+    seat: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    meeting_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("meetings.id"), unique=True)
+
+
+@dataclass(frozen=True)
+class Rules:
+    """The service's time rules (configurable)."""
+
+    meeting_minutes: int = 90
+    min_notice_days: int = 5  # working days between admission and the meeting
+    first_meeting_days: int = 40  # from the complete request to the first meeting
+
+
+class Bookings:
+    def __init__(self, db: Database, clock: Clock, files: CaseFiles, rules: Rules) -> None:
+        self.db = db
+        self.clock = clock
+        self.files = files
+        self.rules = rules
+
+    async def calendar(self, session: AsyncSession, language: str = "it") -> Calendar:
+        closures = {c.day: c.name for c in await session.scalars(select(Closure))}
+        return Calendar(
+            closures, length=timedelta(minutes=self.rules.meeting_minutes), language=language
+        )
+
+    async def do_add_closure(self, day: date, name: str) -> Closure:
+        label = " ".join(name.split())[:120]
+        if not label:
+            raise UserError(ErrorCode.REQUIRED)
+        async with self.db.session() as session:
+            if await session.get(Closure, day) is not None:
+                raise UserError(ErrorCode.CONFLICT)
+            closure = Closure(day=day, name=label)
+            session.add(closure)
+            await session.commit()
+        return closure
+
+    async def window(
+        self, session: AsyncSession, case: Case, calendar: Calendar
+    ) -> tuple[date, date]:
+        """The first and last day the case's meeting may take place."""
+        latest = await session.execute(
+            select(CaseEvent.kind, func.max(CaseEvent.at))
+            .where(
+                CaseEvent.case_id == case.id,
+                CaseEvent.kind.in_([Action.SUBMIT, Action.COMPLETE_INTEGRATION, Action.ADMIT]),
+            )
+            .group_by(CaseEvent.kind)
+        )
+        events: dict[str, datetime] = dict(latest.all())
+        complete = max(
+            (events[k] for k in (Action.SUBMIT, Action.COMPLETE_INTEGRATION) if k in events),
+            default=case.submitted_at or self.clock.now(),
+        )
+        admitted = events.get(Action.ADMIT, self.clock.now())
+        earliest = calendar.add_working_days(
+            admitted.astimezone(ROME).date(), self.rules.min_notice_days
+        )
+        deadline = complete.astimezone(ROME).date() + timedelta(days=self.rules.first_meeting_days)
+        return earliest, deadline
+
+    async def do_book(
+        self,
+        scheduler: Account | None,
+        case_id: uuid.UUID,
+        starts_at: datetime,
+        conciliator_id: uuid.UUID,
+    ) -> Meeting:
+        """Book the case's meeting (``scheduler`` None: the allocator committing a proposal)."""
+        async with self.db.session() as session:
+            case, actor = await case_for(session, scheduler, case_id, lock=True)
+            if actor not in (Actor.SCHEDULER, Actor.SYSTEM):
+                raise UserError(ErrorCode.FORBIDDEN)
+            if case.status != CaseStatus.ADMITTED or case.company_id is None:
+                raise UserError(ErrorCode.TRANSITION_REFUSED, "the case is not waiting for a slot")
+            calendar = await self.calendar(session)
+            slot = calendar.slot_at(starts_at)
+            if slot is None:
+                local = starts_at.astimezone(ROME).date()
+                raise UserError(ErrorCode.SLOT_NOT_AVAILABLE, reason=calendar.day_off(local) or "")
+            earliest, deadline = await self.window(session, case, calendar)
+            if slot.day > deadline:
+                raise UserError(ErrorCode.PAST_DEADLINE, deadline=deadline.isoformat())
+            if slot.day < earliest:
+                raise UserError(ErrorCode.TOO_SOON, earliest=earliest.isoformat())
+            await self._check_conciliator(session, conciliator_id, slot)
+            seat = await self._free_seat(session, case.company_id, slot)
+            now = self.clock.now()
+            meeting = Meeting(
+                id=new_id(),
+                case_id=case.id,
+                conciliator_id=conciliator_id,
+                company_id=case.company_id,
+                starts_at=slot.starts_at,
+                ends_at=slot.ends_at,
+                mode=case.meeting_mode or "chat",
+                status=MeetingStatus.SCHEDULED,
+                sequence=0,
+                created_at=now,
+                updated_at=now,
+            )
+            session.add(meeting)
+            try:
+                await session.flush()
+                session.add(
+                    CompanySeat(
+                        company_id=case.company_id,
+                        starts_at=slot.starts_at,
+                        seat=seat,
+                        meeting_id=meeting.id,
+                    )
+                )
+                await session.flush()
+            except IntegrityError:
+                # Another scheduler took the conciliator, the case or the seat meanwhile.
+                raise UserError(ErrorCode.SLOT_TAKEN) from None
+            await self.files.step_in(
+                session,
+                case,
+                actor,
+                scheduler,
+                Action.SCHEDULE,
+                note=slot.local_start.strftime("%d/%m/%Y %H:%M"),
+            )
+            await session.commit()
+        self.files.wake_mail()
+        return meeting
+
+    async def _check_conciliator(
+        self, session: AsyncSession, conciliator_id: uuid.UUID, slot: Slot
+    ) -> None:
+        account = await session.get(Account, conciliator_id)
+        if account is None or account.role != Role.CONCILIATOR or account.status != Status.ACTIVE:
+            raise UserError(ErrorCode.INVALID_CHOICE, "not an active conciliator")
+        profile = await session.get(ConciliatorProfile, conciliator_id) or ConciliatorProfile(
+            account_id=conciliator_id, working_weekdays="0,1,2,3,4", max_per_day=4
+        )
+        absent = await session.scalar(
+            select(Absence.id).where(Absence.account_id == conciliator_id, Absence.day == slot.day)
+        )
+        if slot.day.weekday() not in profile.weekdays or absent is not None:
+            raise UserError(ErrorCode.CONCILIATOR_UNAVAILABLE)
+        day_start = datetime.combine(slot.day, datetime.min.time(), ROME)
+        booked = list(
+            await session.scalars(
+                select(Meeting.starts_at).where(
+                    Meeting.conciliator_id == conciliator_id,
+                    Meeting.status == MeetingStatus.SCHEDULED,
+                    Meeting.starts_at >= day_start,
+                    Meeting.starts_at < day_start + timedelta(days=1),
+                )
+            )
+        )
+        if slot.starts_at in booked:
+            raise UserError(ErrorCode.SLOT_TAKEN)
+        if len(booked) >= profile.max_per_day:
+            raise UserError(ErrorCode.CONCILIATOR_DAY_FULL)
+
+    async def _free_seat(self, session: AsyncSession, company_id: uuid.UUID, slot: Slot) -> int:
+        capacity = await session.get(CompanyCapacity, company_id)
+        limit = capacity.per_slot if capacity is not None else 1
+        held = set(
+            await session.scalars(
+                select(CompanySeat.seat).where(
+                    CompanySeat.company_id == company_id, CompanySeat.starts_at == slot.starts_at
+                )
+            )
+        )
+        for seat in range(limit):
+            if seat not in held:
+                return seat
+        raise UserError(ErrorCode.COMPANY_FULL)
+
+    async def do_cancel(
+        self, scheduler: Account, meeting_id: uuid.UUID, reason: str | None = None
+    ) -> Meeting:
+        """Cancel a scheduled meeting: the case waits for a slot again, resources are freed."""
+        async with self.db.session() as session:
+            meeting = await session.get(Meeting, meeting_id, with_for_update=True)
+            if meeting is None:
+                raise UserError(ErrorCode.NOT_FOUND)
+            case, actor = await case_for(session, scheduler, meeting.case_id, lock=True)
+            if meeting.status != MeetingStatus.SCHEDULED:
+                raise UserError(ErrorCode.TRANSITION_REFUSED, "the meeting is not scheduled")
+            await self.files.step_in(session, case, actor, scheduler, Action.CANCEL_MEETING, reason)
+            meeting.status = MeetingStatus.CANCELLED
+            meeting.sequence += 1
+            meeting.updated_at = self.clock.now()
+            seat = await session.scalar(
+                select(CompanySeat).where(CompanySeat.meeting_id == meeting.id)
+            )
+            if seat is not None:
+                await session.delete(seat)
+            await session.commit()
+        self.files.wake_mail()
+        return meeting
+
+    async def meeting_of(self, session: AsyncSession, case_id: uuid.UUID) -> Meeting | None:
+        """The case's scheduled meeting, if any."""
+        return await session.scalar(
+            select(Meeting).where(
+                Meeting.case_id == case_id, Meeting.status == MeetingStatus.SCHEDULED
+            )
+        )

@@ -1,0 +1,254 @@
+"""Booking meetings: every reason for a refusal, and no double booking even in a race."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import UTC, date, datetime, timedelta
+
+import pytest
+from sqlalchemy import func, select
+
+from cases.accounts import Account
+from cases.casefile import Case, CaseEvent
+from cases.companies import do_create_company
+from cases.lifecycle import Action, CaseStatus
+from core.clock import ROME
+from core.errors import ErrorCode, UserError
+from scheduling.bookings import (
+    Absence,
+    CompanyCapacity,
+    CompanySeat,
+    ConciliatorProfile,
+    Meeting,
+)
+from tests.support import VALID_VAT, Env, domain_request, registered, staff
+
+
+def rome(day: date, hour: int, minute: int = 0) -> datetime:
+    return datetime(day.year, day.month, day.day, hour, minute, tzinfo=ROME).astimezone(UTC)
+
+
+class World:
+    def __init__(
+        self, env: Env, company_id: uuid.UUID, scheduler: Account, k1: Account, k2: Account
+    ):
+        self.env, self.company_id, self.scheduler, self.k1, self.k2 = (
+            env,
+            company_id,
+            scheduler,
+            k1,
+            k2,
+        )
+
+    async def admitted_case(self, pod: str = "IT001E12345678") -> uuid.UUID:
+        svc = self.env.services
+        case_id = uuid.UUID(
+            await domain_request(self.env, "cliente", str(self.company_id), supply={"pod": pod})
+        )
+        desk = await svc.accounts.by_username("sportello")
+        assert desk is not None
+        await svc.files.do_step(desk, case_id, Action.ADMIT)
+        return case_id
+
+
+async def account(env: Env, name: str) -> Account:
+    found = await env.services.accounts.by_username(name)
+    assert found is not None
+    return found
+
+
+@pytest.fixture
+async def world(env: Env) -> World:
+    company = await do_create_company(
+        env.services.db,
+        name="Energia A",
+        vat=VALID_VAT,
+        sectors=["electricity"],
+        now=env.clock.now(),
+    )
+    await registered(env, "cliente")
+    for name, role in (
+        ("sportello", "helpdesk"),
+        ("pianificatore", "scheduler"),
+        ("conciliatore1", "conciliator"),
+        ("conciliatore2", "conciliator"),
+    ):
+        await staff(env, name, role=role)
+    return World(
+        env,
+        company.id,
+        await account(env, "pianificatore"),
+        await account(env, "conciliatore1"),
+        await account(env, "conciliatore2"),
+    )
+
+
+# The test clock starts on Monday 23 November 2026: admitted then, the first possible day is
+# Monday 30 November (five working days); the deadline is 40 days after the request.
+FIRST = date(2026, 11, 30)
+
+
+async def refused(world: World, case_id: uuid.UUID, when: datetime, who: Account) -> ErrorCode:
+    with pytest.raises(UserError) as error:
+        await world.env.services.bookings.do_book(world.scheduler, case_id, when, who.id)
+    return error.value.code
+
+
+async def test_each_refusal_has_its_reason(world: World) -> None:
+    svc = world.env.services
+    case_id = await world.admitted_case()
+    assert (
+        await refused(world, case_id, rome(FIRST, 9, 15), world.k1) == ErrorCode.SLOT_NOT_AVAILABLE
+    )
+    assert await refused(world, case_id, rome(date(2026, 12, 8), 9), world.k1) == (
+        ErrorCode.SLOT_NOT_AVAILABLE  # Immacolata
+    )
+    await svc.bookings.do_add_closure(date(2026, 12, 7), "Sant'Ambrogio")
+    assert await refused(world, case_id, rome(date(2026, 12, 7), 9), world.k1) == (
+        ErrorCode.SLOT_NOT_AVAILABLE
+    )
+    assert (
+        await refused(world, case_id, rome(date(2026, 11, 27), 9), world.k1) == ErrorCode.TOO_SOON
+    )
+    assert await refused(world, case_id, rome(date(2027, 1, 4), 9), world.k1) == (
+        ErrorCode.PAST_DEADLINE
+    )
+    async with svc.db.session() as session:
+        session.add(Absence(account_id=world.k2.id, day=FIRST))
+        await session.commit()
+    assert (
+        await refused(world, case_id, rome(FIRST, 9), world.k2) == ErrorCode.CONCILIATOR_UNAVAILABLE
+    )
+    customer = await account(world.env, "cliente")
+    with pytest.raises(UserError) as error:
+        await svc.bookings.do_book(customer, case_id, rome(FIRST, 9), world.k1.id)
+    assert error.value.code == ErrorCode.FORBIDDEN
+    meeting = await svc.bookings.do_book(world.scheduler, case_id, rome(FIRST, 9), world.k1.id)
+    assert meeting.starts_at == rome(FIRST, 9) and meeting.ends_at == rome(FIRST, 10, 30)
+    case, _ = await svc.files.get_for(world.scheduler, case_id)
+    assert case.status == CaseStatus.SCHEDULED
+    # The same case cannot be booked twice; the conciliator not twice in a slot.
+    code = await refused(world, case_id, rome(FIRST, 12), world.k1)
+    assert code == ErrorCode.TRANSITION_REFUSED
+    other = await world.admitted_case("IT001E87654321")
+    code = await refused(world, other, rome(FIRST, 9), world.k1)
+    assert code == ErrorCode.SLOT_TAKEN
+    # The company has one seat per slot unless told otherwise.
+    assert await refused(world, other, rome(FIRST, 9), world.k2) != ErrorCode.SLOT_TAKEN
+    async with svc.db.session() as session:
+        session.add(CompanyCapacity(company_id=world.company_id, per_slot=2))
+        await session.commit()
+    await svc.bookings.do_book(
+        world.scheduler, other, rome(FIRST + timedelta(days=1), 9), world.k1.id
+    )
+    # Cancelling frees the slot and the seat, and the case waits again.
+    await svc.bookings.do_cancel(world.scheduler, meeting.id, "Conciliatore indisponibile")
+    case, _ = await svc.files.get_for(world.scheduler, case_id)
+    assert case.status == CaseStatus.ADMITTED
+    again = await svc.bookings.do_book(world.scheduler, case_id, rome(FIRST, 9), world.k1.id)
+    assert again.id != meeting.id
+    events = [e.kind for e in await svc.files.timeline(case_id)]
+    assert events[-3:] == ["schedule", "cancel_meeting", "schedule"]
+
+
+async def test_the_daily_limit(world: World) -> None:
+    svc = world.env.services
+
+    async with svc.db.session() as session:
+        session.add(
+            ConciliatorProfile(account_id=world.k1.id, working_weekdays="0,1", max_per_day=1)
+        )
+        session.add(CompanyCapacity(company_id=world.company_id, per_slot=4))
+        await session.commit()
+    first = await world.admitted_case()
+    second = await world.admitted_case("IT001E87654321")
+    await svc.bookings.do_book(world.scheduler, first, rome(FIRST, 9), world.k1.id)
+    code = await refused(world, second, rome(FIRST, 12), world.k1)
+    assert code == ErrorCode.CONCILIATOR_DAY_FULL
+    wednesday = FIRST + timedelta(days=2)
+    assert await refused(world, second, rome(wednesday, 12), world.k1) == (
+        ErrorCode.CONCILIATOR_UNAVAILABLE
+    )
+
+
+async def admitted_rows(world: World, count: int) -> list[uuid.UUID]:
+    """Admitted cases written straight to the database (the race is about booking them)."""
+    now = world.env.clock.now()
+    ids = []
+    async with world.env.services.db.session() as session:
+        customer = await account(world.env, "cliente")
+        for i in range(count):
+            case = Case(
+                id=uuid.uuid4(),
+                code=f"CONC-2026-{900000 + i}",
+                status=CaseStatus.ADMITTED,
+                created_by_id=customer.id,
+                customer_id=customer.id,
+                company_id=world.company_id,
+                sector="electricity",
+                created_at=now,
+                submitted_at=now,
+                answers={},
+                meeting_mode="chat",
+            )
+            session.add(case)
+            await session.flush()
+            for kind in ("submit", "admit"):
+                session.add(
+                    CaseEvent(
+                        case_id=case.id,
+                        at=now,
+                        actor="desk",
+                        kind=kind,
+                        from_status=None,
+                        to_status=CaseStatus.ADMITTED,
+                    )
+                )
+            ids.append(case.id)
+        session.add(CompanyCapacity(company_id=world.company_id, per_slot=50))
+        await session.commit()
+    return ids
+
+
+async def test_fifty_schedulers_racing_for_one_conciliator_slot_book_it_once(world: World) -> None:
+    svc = world.env.services
+    cases = await admitted_rows(world, 50)
+    when = rome(FIRST, 14)
+    results = await asyncio.gather(
+        *(svc.bookings.do_book(world.scheduler, c, when, world.k1.id) for c in cases),
+        return_exceptions=True,
+    )
+    won = [r for r in results if isinstance(r, Meeting)]
+    lost = [r for r in results if isinstance(r, UserError)]
+    assert len(won) == 1 and len(lost) == 49, [
+        r for r in results if not isinstance(r, (Meeting, UserError))
+    ]
+    assert {e.code for e in lost} == {ErrorCode.SLOT_TAKEN}
+    async with svc.db.session() as session:
+        count = await session.scalar(
+            select(func.count()).select_from(Meeting).where(Meeting.conciliator_id == world.k1.id)
+        )
+        seats = await session.scalar(select(func.count()).select_from(CompanySeat))
+    assert count == 1 and seats == 1
+
+
+async def test_one_case_racing_for_many_slots_gets_one(world: World) -> None:
+    svc = world.env.services
+    [case_id] = await admitted_rows(world, 1)
+    starts = [rome(FIRST + timedelta(days=d), h) for d in range(5) for h in (9, 12)][:10]
+    results = await asyncio.gather(
+        *(
+            svc.bookings.do_book(world.scheduler, case_id, when, k.id)
+            for when in starts
+            for k in (world.k1, world.k2)
+        ),
+        return_exceptions=True,
+    )
+    assert sum(isinstance(r, Meeting) for r in results) == 1
+    assert all(
+        isinstance(r, Meeting) or r.code in (ErrorCode.TRANSITION_REFUSED, ErrorCode.SLOT_TAKEN)
+        for r in results
+        if isinstance(r, UserError)
+    )
+    assert all(isinstance(r, (Meeting, UserError)) for r in results)
