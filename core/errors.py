@@ -89,6 +89,7 @@ class ErrorCode(StrEnum):
     CONCILIATOR_UNAVAILABLE = "conciliator_unavailable"
     CONCILIATOR_DAY_FULL = "conciliator_day_full"
     COMPANY_FULL = "company_full"
+    PROPOSAL_STALE = "proposal_stale"
     # the life of a case
     TRANSITION_REFUSED = "transition_refused"
     # uploaded files

@@ -71,6 +71,8 @@ class Settings(BaseSettings):
     meeting_minutes: int = 90  # length of a meeting slot
     min_notice_days: int = 5  # working days between admission and the first possible meeting
     first_meeting_days: int = 40  # first meeting within this many days of the complete request
+    procedure_days: int = 90  # the whole procedure within this many days of filing
+    schedule_weeks: int = 4  # the horizon of the batch allocation
 
     argon2_time_cost: int = 3
     argon2_memory_kib: int = 65536

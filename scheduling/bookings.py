@@ -146,6 +146,7 @@ class Rules:
     meeting_minutes: int = 90
     min_notice_days: int = 5  # working days between admission and the meeting
     first_meeting_days: int = 40  # from the complete request to the first meeting
+    procedure_days: int = 90  # from filing to the end of the whole procedure
 
 
 class Bookings:
@@ -194,51 +195,76 @@ class Bookings:
         earliest = calendar.add_working_days(
             admitted.astimezone(ROME).date(), self.rules.min_notice_days
         )
-        deadline = complete.astimezone(ROME).date() + timedelta(days=self.rules.first_meeting_days)
-        return earliest, deadline
+        return earliest, self.deadline(case, complete)
+
+    def deadline(self, case: Case, complete: datetime) -> date:
+        """The last day of the first meeting: 40 days from the complete request, and within the
+        procedure's 90 days from filing."""
+        first = complete.astimezone(ROME).date() + timedelta(days=self.rules.first_meeting_days)
+        filed = (case.submitted_at or complete).astimezone(ROME).date()
+        return min(first, filed + timedelta(days=self.rules.procedure_days))
 
     async def do_book(
         self,
+        scheduler: Account,
+        case_id: uuid.UUID,
+        starts_at: datetime,
+        conciliator_id: uuid.UUID,
+    ) -> Meeting:
+        """Book the case's meeting in the slot starting at ``starts_at`` with the conciliator."""
+        async with self.db.session() as session:
+            calendar = await self.calendar(session)
+            meeting = await self.book_in(
+                session, calendar, scheduler, case_id, starts_at, conciliator_id
+            )
+            await session.commit()
+        self.files.wake_mail()
+        return meeting
+
+    async def book_in(
+        self,
+        session: AsyncSession,
+        calendar: Calendar,
         scheduler: Account | None,
         case_id: uuid.UUID,
         starts_at: datetime,
         conciliator_id: uuid.UUID,
     ) -> Meeting:
-        """Book the case's meeting (``scheduler`` None: the allocator committing a proposal)."""
-        async with self.db.session() as session:
-            case, actor = await case_for(session, scheduler, case_id, lock=True)
-            if actor not in (Actor.SCHEDULER, Actor.SYSTEM):
-                raise UserError(ErrorCode.FORBIDDEN)
-            if case.status != CaseStatus.ADMITTED or case.company_id is None:
-                raise UserError(ErrorCode.TRANSITION_REFUSED, "the case is not waiting for a slot")
-            calendar = await self.calendar(session)
-            slot = calendar.slot_at(starts_at)
-            if slot is None:
-                local = starts_at.astimezone(ROME).date()
-                raise UserError(ErrorCode.SLOT_NOT_AVAILABLE, reason=calendar.day_off(local) or "")
-            earliest, deadline = await self.window(session, case, calendar)
-            if slot.day > deadline:
-                raise UserError(ErrorCode.PAST_DEADLINE, deadline=deadline.isoformat())
-            if slot.day < earliest:
-                raise UserError(ErrorCode.TOO_SOON, earliest=earliest.isoformat())
-            await self._check_conciliator(session, conciliator_id, slot)
-            seat = await self._free_seat(session, case.company_id, slot)
-            now = self.clock.now()
-            meeting = Meeting(
-                id=new_id(),
-                case_id=case.id,
-                conciliator_id=conciliator_id,
-                company_id=case.company_id,
-                starts_at=slot.starts_at,
-                ends_at=slot.ends_at,
-                mode=case.meeting_mode or "chat",
-                status=MeetingStatus.SCHEDULED,
-                sequence=0,
-                created_at=now,
-                updated_at=now,
-            )
-            session.add(meeting)
-            try:
+        """The booking inside the caller's transaction (``scheduler`` None: the system)."""
+        case, actor = await case_for(session, scheduler, case_id, lock=True)
+        if actor not in (Actor.SCHEDULER, Actor.SYSTEM):
+            raise UserError(ErrorCode.FORBIDDEN)
+        if case.status != CaseStatus.ADMITTED or case.company_id is None:
+            raise UserError(ErrorCode.TRANSITION_REFUSED, "the case is not waiting for a slot")
+        slot = calendar.slot_at(starts_at)
+        if slot is None:
+            local = starts_at.astimezone(ROME).date()
+            raise UserError(ErrorCode.SLOT_NOT_AVAILABLE, reason=calendar.day_off(local) or "")
+        earliest, deadline = await self.window(session, case, calendar)
+        if slot.day > deadline:
+            raise UserError(ErrorCode.PAST_DEADLINE, deadline=deadline.isoformat())
+        if slot.day < earliest:
+            raise UserError(ErrorCode.TOO_SOON, earliest=earliest.isoformat())
+        await self._check_conciliator(session, conciliator_id, slot)
+        seat = await self._free_seat(session, case.company_id, slot)
+        now = self.clock.now()
+        meeting = Meeting(
+            id=new_id(),
+            case_id=case.id,
+            conciliator_id=conciliator_id,
+            company_id=case.company_id,
+            starts_at=slot.starts_at,
+            ends_at=slot.ends_at,
+            mode=case.meeting_mode or "chat",
+            status=MeetingStatus.SCHEDULED,
+            sequence=0,
+            created_at=now,
+            updated_at=now,
+        )
+        try:
+            # A savepoint: a refused row undoes only itself, the caller decides about the rest.
+            async with session.begin_nested():
+                session.add(meeting)
                 await session.flush()
                 session.add(
                     CompanySeat(
@@ -249,19 +275,17 @@ class Bookings:
                     )
                 )
                 await session.flush()
-            except IntegrityError:
-                # Another scheduler took the conciliator, the case or the seat meanwhile.
-                raise UserError(ErrorCode.SLOT_TAKEN) from None
-            await self.files.step_in(
-                session,
-                case,
-                actor,
-                scheduler,
-                Action.SCHEDULE,
-                note=slot.local_start.strftime("%d/%m/%Y %H:%M"),
-            )
-            await session.commit()
-        self.files.wake_mail()
+        except IntegrityError:
+            # Another scheduler took the conciliator, the case or the seat meanwhile.
+            raise UserError(ErrorCode.SLOT_TAKEN) from None
+        await self.files.step_in(
+            session,
+            case,
+            actor,
+            scheduler,
+            Action.SCHEDULE,
+            note=slot.local_start.strftime("%d/%m/%Y %H:%M"),
+        )
         return meeting
 
     async def _check_conciliator(

@@ -252,3 +252,46 @@ async def test_one_case_racing_for_many_slots_gets_one(world: World) -> None:
         if isinstance(r, UserError)
     )
     assert all(isinstance(r, (Meeting, UserError)) for r in results)
+
+
+async def test_a_proposal_is_previewed_then_committed_whole(world: World) -> None:
+    svc = world.env.services
+    cases = await admitted_rows(world, 6)
+    proposal = await svc.planner.do_propose(world.scheduler)
+    body = proposal.body
+    assert body["score"]["placed"] == 6 and not body["unplaced"]
+    async with svc.db.session() as session:
+        assert await session.scalar(select(func.count()).select_from(Meeting)) == 0  # a preview
+    meetings = await svc.planner.do_commit(world.scheduler, proposal.id)
+    assert sorted(m.case_id for m in meetings) == sorted(cases)
+    for case_id in cases:
+        case, _ = await svc.files.get_for(world.scheduler, case_id)
+        assert case.status == CaseStatus.SCHEDULED
+    # Earliest first: all on the first possible day, spread over both conciliators.
+    assert {m.starts_at.astimezone(ROME).date() for m in meetings} == {FIRST}
+    assert {m.conciliator_id for m in meetings} == {world.k1.id, world.k2.id}
+    with pytest.raises(UserError) as error:
+        await svc.planner.do_commit(world.scheduler, proposal.id)  # not twice
+    assert error.value.code == ErrorCode.PROPOSAL_STALE
+
+
+async def test_a_stale_proposal_is_refused_and_books_nothing(world: World) -> None:
+    svc = world.env.services
+    cases = await admitted_rows(world, 3)
+    proposal = await svc.planner.do_propose(world.scheduler)
+    # Meanwhile another scheduler books one of the cases by hand.
+    await svc.bookings.do_book(world.scheduler, cases[0], rome(FIRST, 17), world.k2.id)
+    with pytest.raises(UserError) as error:
+        await svc.planner.do_commit(world.scheduler, proposal.id)
+    assert error.value.code == ErrorCode.PROPOSAL_STALE
+    async with svc.db.session() as session:
+        assert await session.scalar(select(func.count()).select_from(Meeting)) == 1
+    fresh = await svc.planner.do_propose(world.scheduler)
+    assert fresh.body["score"]["placed"] == 2
+    await svc.planner.do_discard(world.scheduler, fresh.id)
+    with pytest.raises(UserError):
+        await svc.planner.do_commit(world.scheduler, fresh.id)
+    customer = await account(world.env, "cliente")
+    with pytest.raises(UserError) as error:
+        await svc.planner.do_propose(customer)
+    assert error.value.code == ErrorCode.FORBIDDEN

@@ -150,6 +150,9 @@ MESSAGES: dict[ErrorCode, str] = {
     ErrorCode.COMPANY_FULL: N_(
         "The company's representatives cannot attend another meeting in that slot."
     ),
+    ErrorCode.PROPOSAL_STALE: N_(
+        "Bookings, absences or cases changed since this proposal was made: make a new one."
+    ),
     ErrorCode.TRANSITION_REFUSED: N_("This step is not possible in the current state of the case."),
     ErrorCode.FILE_TYPE_NOT_ALLOWED: N_("This type of file is not accepted: see the allowed ones."),
     ErrorCode.FILE_CONTENT_MISMATCH: N_(

@@ -17,11 +17,12 @@ from cases import (
 )
 from core import mail
 from core.db import Base
-from scheduling import bookings
+from scheduling import bookings, planner
 
 MODULES = (
     alerts,
     bookings,
+    planner,
     accounts,
     casefile,
     companies,

@@ -31,6 +31,7 @@ from core.i18n import I18n
 from core.mail import MailWorker
 from core.settings import Settings
 from scheduling.bookings import Bookings, Rules
+from scheduling.planner import Planner
 from web.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -59,6 +60,7 @@ class Services:
     documents: Documents
     filing: Filing
     bookings: Bookings
+    planner: Planner
     helpdesk: HelpDesk
     metrics: Metrics
     secret: bytes
@@ -170,6 +172,17 @@ async def open_services(settings: Settings, clock: Clock) -> Services:
         integration_days=settings.integration_days,
         reminder_hours=settings.integration_reminder_hours,
     )
+    bookings = Bookings(
+        db,
+        clock,
+        files,
+        Rules(
+            meeting_minutes=settings.meeting_minutes,
+            min_notice_days=settings.min_notice_days,
+            first_meeting_days=settings.first_meeting_days,
+            procedure_days=settings.procedure_days,
+        ),
+    )
     return Services(
         settings=settings,
         clock=clock,
@@ -188,16 +201,8 @@ async def open_services(settings: Settings, clock: Clock) -> Services:
         alerts=alerts,
         files=files,
         documents=Documents(db, clock, storage, alerts),
-        bookings=Bookings(
-            db,
-            clock,
-            files,
-            Rules(
-                meeting_minutes=settings.meeting_minutes,
-                min_notice_days=settings.min_notice_days,
-                first_meeting_days=settings.first_meeting_days,
-            ),
-        ),
+        bookings=bookings,
+        planner=Planner(db, clock, bookings, weeks=settings.schedule_weeks),
         filing=Filing(db, clock, files, complaint_wait_days=settings.complaint_wait_days),
         helpdesk=HelpDesk(
             db,

@@ -1,9 +1,9 @@
 """scheduling: closures, conciliators' working days and absences, company capacities,
-meetings and the company seats they hold
+meetings and the company seats they hold, allocation proposals
 
 Revision ID: 0005
 Revises: 0004
-Create Date: 2026-11-23 14:15:15.431796
+Create Date: 2026-11-23 14:29:51.914067
 """
 
 from __future__ import annotations
@@ -67,6 +67,21 @@ def upgrade() -> None:
             name=op.f("fk_conciliator_profiles_account_id_accounts"),
         ),
         sa.PrimaryKeyConstraint("account_id", name=op.f("pk_conciliator_profiles")),
+    )
+    op.create_table(
+        "schedule_proposals",
+        sa.Column("id", sa.Uuid(), nullable=False),
+        sa.Column("created_by_id", sa.Uuid(), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("status", sa.String(length=12), nullable=False),
+        sa.Column("fingerprint", sa.String(length=64), nullable=False),
+        sa.Column("body", sa.JSON(), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["created_by_id"],
+            ["accounts.id"],
+            name=op.f("fk_schedule_proposals_created_by_id_accounts"),
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_schedule_proposals")),
     )
     op.create_table(
         "meetings",
@@ -148,6 +163,7 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_meetings_case_id"))
 
     op.drop_table("meetings")
+    op.drop_table("schedule_proposals")
     op.drop_table("conciliator_profiles")
     with op.batch_alter_table("conciliator_absences", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_conciliator_absences_account_id"))
