@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlsplit
@@ -44,6 +45,14 @@ class Notifier:
             keep_trailing_newline=True,
         )
 
+    @property
+    def domain(self) -> str:
+        """The public host: the right-hand side of message ids and invitation UIDs."""
+        return self._domain
+
+    def now(self) -> datetime:
+        return self._clock.now()
+
     def render(self, template: str, lang: str, **context: Any) -> tuple[str, str]:
         """(subject, body) of ``template`` in ``lang``."""
         gettext = self._i18n.gettext(lang)
@@ -54,12 +63,25 @@ class Notifier:
         return " ".join(subject.split()), body.strip() + "\n"
 
     def queue(
-        self, session: AsyncSession, *, to: str, lang: str, template: str, **context: Any
+        self,
+        session: AsyncSession,
+        *,
+        to: str,
+        lang: str,
+        template: str,
+        calendar: str | None = None,
+        **context: Any,
     ) -> OutboxMail:
         """Queue the mail in the caller's transaction; call ``wake()`` after committing."""
         subject, body = self.render(template, lang, **context)
         return enqueue(
-            session, to=to, subject=subject, text=body, now=self._clock.now(), domain=self._domain
+            session,
+            to=to,
+            subject=subject,
+            text=body,
+            now=self._clock.now(),
+            domain=self._domain,
+            calendar=calendar,
         )
 
     def queue_for(

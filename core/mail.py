@@ -52,6 +52,8 @@ class OutboxMail(Base):
     to_addr: Mapped[str] = mapped_column(String(320))
     subject: Mapped[str] = mapped_column(String(300))
     body_text: Mapped[str] = mapped_column(Text)
+    # An iCalendar invitation (text/calendar, its METHOD inside) sent along with the text.
+    calendar: Mapped[str | None] = mapped_column(Text, nullable=True)
     message_id: Mapped[str] = mapped_column(String(200), unique=True)
     status: Mapped[str] = mapped_column(String(16), default=MailStatus.QUEUED, index=True)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
@@ -62,7 +64,14 @@ class OutboxMail(Base):
 
 
 def enqueue(
-    session: AsyncSession, *, to: str, subject: str, text: str, now: datetime, domain: str
+    session: AsyncSession,
+    *,
+    to: str,
+    subject: str,
+    text: str,
+    now: datetime,
+    domain: str,
+    calendar: str | None = None,
 ) -> OutboxMail:
     """Add a mail to the outbox in the caller's transaction; the caller commits."""
     mail = OutboxMail(
@@ -70,6 +79,7 @@ def enqueue(
         to_addr=to,
         subject=subject,
         body_text=text,
+        calendar=calendar,
         message_id=make_msgid(domain=domain),
         status=MailStatus.QUEUED,
         attempts=0,
@@ -214,6 +224,17 @@ class MailWorker:
         message["Message-ID"] = mail.message_id
         message["Date"] = mail.created_at
         message.set_content(mail.body_text)
+        if mail.calendar:
+            method = "CANCEL" if "METHOD:CANCEL" in mail.calendar else "REQUEST"
+            # The invitation as calendar programs expect it: an alternative of the text, and a
+            # file to open for those that look for one.
+            message.add_alternative(mail.calendar, subtype="calendar", params={"method": method})
+            message.add_attachment(
+                mail.calendar.encode(),
+                maintype="application",
+                subtype="ics",
+                filename="invito.ics",
+            )
         try:
             await aiosmtplib.send(
                 message,

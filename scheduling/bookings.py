@@ -17,6 +17,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
 from sqlalchemy import (
     Date,
@@ -34,7 +35,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
 from cases.accounts import Account, Role, Status
-from cases.casefile import Case, CaseEvent, CaseFiles, case_for
+from cases.casefile import Case, CaseEvent, CaseFiles, case_for, record
 from cases.lifecycle import Action, Actor, CaseStatus
 from core.clock import ROME, Clock
 from core.db import Base, Database, UTCDateTime
@@ -42,11 +43,15 @@ from core.errors import ErrorCode, UserError
 from core.ids import new_id
 from scheduling.calendar import Calendar, Slot
 
+if TYPE_CHECKING:
+    from scheduling.invitations import Invitations
+
 
 class MeetingStatus(StrEnum):
     SCHEDULED = "scheduled"
     CANCELLED = "cancelled"
     HELD = "held"
+    MOVING = "moving"  # only inside the transaction that moves it
 
 
 class Closure(Base):
@@ -150,11 +155,19 @@ class Rules:
 
 
 class Bookings:
-    def __init__(self, db: Database, clock: Clock, files: CaseFiles, rules: Rules) -> None:
+    def __init__(
+        self,
+        db: Database,
+        clock: Clock,
+        files: CaseFiles,
+        rules: Rules,
+        invitations: Invitations | None = None,
+    ) -> None:
         self.db = db
         self.clock = clock
         self.files = files
         self.rules = rules
+        self.invitations = invitations
 
     async def calendar(self, session: AsyncSession, language: str = "it") -> Calendar:
         closures = {c.day: c.name for c in await session.scalars(select(Closure))}
@@ -236,17 +249,7 @@ class Bookings:
             raise UserError(ErrorCode.FORBIDDEN)
         if case.status != CaseStatus.ADMITTED or case.company_id is None:
             raise UserError(ErrorCode.TRANSITION_REFUSED, "the case is not waiting for a slot")
-        slot = calendar.slot_at(starts_at)
-        if slot is None:
-            local = starts_at.astimezone(ROME).date()
-            raise UserError(ErrorCode.SLOT_NOT_AVAILABLE, reason=calendar.day_off(local) or "")
-        earliest, deadline = await self.window(session, case, calendar)
-        if slot.day > deadline:
-            raise UserError(ErrorCode.PAST_DEADLINE, deadline=deadline.isoformat())
-        if slot.day < earliest:
-            raise UserError(ErrorCode.TOO_SOON, earliest=earliest.isoformat())
-        await self._check_conciliator(session, conciliator_id, slot)
-        seat = await self._free_seat(session, case.company_id, slot)
+        slot, seat = await self._checked_slot(session, calendar, case, starts_at, conciliator_id)
         now = self.clock.now()
         meeting = Meeting(
             id=new_id(),
@@ -286,6 +289,92 @@ class Bookings:
             Action.SCHEDULE,
             note=slot.local_start.strftime("%d/%m/%Y %H:%M"),
         )
+        if self.invitations is not None:
+            await self.invitations.send(session, meeting, case, author=scheduler)
+        return meeting
+
+    async def _checked_slot(
+        self,
+        session: AsyncSession,
+        calendar: Calendar,
+        case: Case,
+        starts_at: datetime,
+        conciliator_id: uuid.UUID,
+    ) -> tuple[Slot, int]:
+        """The slot, if the case may meet then with the conciliator, and the company's seat."""
+        assert case.company_id is not None
+        slot = calendar.slot_at(starts_at)
+        if slot is None:
+            local = starts_at.astimezone(ROME).date()
+            raise UserError(ErrorCode.SLOT_NOT_AVAILABLE, reason=calendar.day_off(local) or "")
+        earliest, deadline = await self.window(session, case, calendar)
+        if slot.day > deadline:
+            raise UserError(ErrorCode.PAST_DEADLINE, deadline=deadline.isoformat())
+        if slot.day < earliest:
+            raise UserError(ErrorCode.TOO_SOON, earliest=earliest.isoformat())
+        await self._check_conciliator(session, conciliator_id, slot)
+        return slot, await self._free_seat(session, case.company_id, slot)
+
+    async def do_move(
+        self,
+        scheduler: Account,
+        meeting_id: uuid.UUID,
+        starts_at: datetime,
+        conciliator_id: uuid.UUID,
+    ) -> Meeting:
+        """Move a scheduled meeting (same meeting, same invitation UID, SEQUENCE + 1)."""
+        async with self.db.session() as session:
+            meeting = await session.get(Meeting, meeting_id, with_for_update=True)
+            if meeting is None:
+                raise UserError(ErrorCode.NOT_FOUND)
+            case, actor = await case_for(session, scheduler, meeting.case_id, lock=True)
+            if actor != Actor.SCHEDULER:
+                raise UserError(ErrorCode.FORBIDDEN)
+            if meeting.status != MeetingStatus.SCHEDULED:
+                raise UserError(ErrorCode.TRANSITION_REFUSED, "the meeting is not scheduled")
+            calendar = await self.calendar(session)
+            # Out of the way while the new slot is checked, so it does not count against itself.
+            old = await session.scalar(
+                select(CompanySeat).where(CompanySeat.meeting_id == meeting.id)
+            )
+            if old is not None:
+                await session.delete(old)
+            meeting.status = MeetingStatus.MOVING
+            await session.flush()
+            slot, seat = await self._checked_slot(
+                session, calendar, case, starts_at, conciliator_id
+            )
+            meeting.starts_at, meeting.ends_at = slot.starts_at, slot.ends_at
+            meeting.conciliator_id = conciliator_id
+            meeting.status = MeetingStatus.SCHEDULED
+            meeting.sequence += 1
+            meeting.updated_at = self.clock.now()
+            try:
+                async with session.begin_nested():
+                    session.add(
+                        CompanySeat(
+                            company_id=meeting.company_id,
+                            starts_at=slot.starts_at,
+                            seat=seat,
+                            meeting_id=meeting.id,
+                        )
+                    )
+                    await session.flush()
+            except IntegrityError:
+                raise UserError(ErrorCode.SLOT_TAKEN) from None
+            record(
+                session,
+                case,
+                at=self.clock.now(),
+                account_id=scheduler.id,
+                actor=actor,
+                kind="meeting_moved",
+                note=slot.local_start.strftime("%d/%m/%Y %H:%M"),
+            )
+            if self.invitations is not None:
+                await self.invitations.send(session, meeting, case, author=scheduler)
+            await session.commit()
+        self.files.wake_mail()
         return meeting
 
     async def _check_conciliator(
@@ -353,6 +442,8 @@ class Bookings:
             )
             if seat is not None:
                 await session.delete(seat)
+            if self.invitations is not None:
+                await self.invitations.send(session, meeting, case, cancel=True, author=scheduler)
             await session.commit()
         self.files.wake_mail()
         return meeting

@@ -149,7 +149,14 @@ async def test_each_refusal_has_its_reason(world: World) -> None:
     again = await svc.bookings.do_book(world.scheduler, case_id, rome(FIRST, 9), world.k1.id)
     assert again.id != meeting.id
     events = [e.kind for e in await svc.files.timeline(case_id)]
-    assert events[-3:] == ["schedule", "cancel_meeting", "schedule"]
+    assert events[-6:] == [
+        "schedule",
+        "invitation_sent",
+        "cancel_meeting",
+        "invitation_cancelled",
+        "schedule",
+        "invitation_sent",
+    ]
 
 
 async def test_the_daily_limit(world: World) -> None:

@@ -31,6 +31,7 @@ from core.i18n import I18n
 from core.mail import MailWorker
 from core.settings import Settings
 from scheduling.bookings import Bookings, Rules
+from scheduling.invitations import Invitations
 from scheduling.planner import Planner
 from web.metrics import Metrics
 
@@ -182,6 +183,7 @@ async def open_services(settings: Settings, clock: Clock) -> Services:
             first_meeting_days=settings.first_meeting_days,
             procedure_days=settings.procedure_days,
         ),
+        Invitations(alerts, settings.mail_from),
     )
     return Services(
         settings=settings,
