@@ -41,6 +41,7 @@ from core.clock import ROME, Clock
 from core.db import Base, Database, UTCDateTime
 from core.errors import ErrorCode, UserError
 from core.ids import new_id
+from core.jobs import drop_jobs, schedule_job
 from scheduling.calendar import Calendar, Slot
 
 if TYPE_CHECKING:
@@ -95,6 +96,8 @@ class CompanyCapacity(Base):
     per_slot: Mapped[int] = mapped_column(Integer)
 
 
+REMINDER_JOB = "meeting_reminder"
+REMINDERS_HOURS = (24, 1)
 SCHEDULED_ONLY = text("status = 'scheduled'")
 
 
@@ -291,7 +294,27 @@ class Bookings:
         )
         if self.invitations is not None:
             await self.invitations.send(session, meeting, case, author=scheduler)
+        self._plan_reminders(session, meeting)
         return meeting
+
+    def _plan_reminders(self, session: AsyncSession, meeting: Meeting) -> None:
+        """Reminders 24 hours and 1 hour before, as jobs in the database."""
+        now = self.clock.now()
+        for hours in REMINDERS_HOURS:
+            due = meeting.starts_at - timedelta(hours=hours)
+            if due > now:
+                schedule_job(
+                    session,
+                    kind=REMINDER_JOB,
+                    ref=f"meeting:{meeting.id}",
+                    due_at=due,
+                    now=now,
+                    payload={
+                        "meeting": str(meeting.id),
+                        "sequence": meeting.sequence,
+                        "hours": hours,
+                    },
+                )
 
     async def _checked_slot(
         self,
@@ -373,6 +396,8 @@ class Bookings:
             )
             if self.invitations is not None:
                 await self.invitations.send(session, meeting, case, author=scheduler)
+            await drop_jobs(session, f"meeting:{meeting.id}")
+            self._plan_reminders(session, meeting)
             await session.commit()
         self.files.wake_mail()
         return meeting
@@ -444,6 +469,7 @@ class Bookings:
                 await session.delete(seat)
             if self.invitations is not None:
                 await self.invitations.send(session, meeting, case, cancel=True, author=scheduler)
+            await drop_jobs(session, f"meeting:{meeting.id}")
             await session.commit()
         self.files.wake_mail()
         return meeting

@@ -9,6 +9,7 @@ transaction of the booking, in each recipient's language, and the timeline recor
 
 from __future__ import annotations
 
+import uuid
 from datetime import datetime
 from email.utils import parseaddr
 from typing import Any
@@ -22,7 +23,8 @@ from cases.alerts import Alerts, Audience, applicant_side, company_side
 from cases.casefile import Case, record
 from cases.lifecycle import Actor
 from core.clock import ROME
-from scheduling.bookings import Meeting
+from core.jobs import Job
+from scheduling.bookings import Meeting, MeetingStatus
 
 PRODID = "-//Concilia//Servizio Conciliazione online//IT"
 
@@ -132,3 +134,36 @@ class Invitations:
             note=local.strftime("%d/%m/%Y %H:%M"),
         )
         return sent
+
+    async def remind(self, session: AsyncSession, job: Job) -> None:
+        """The job of a reminder: sent only if the meeting is still the one it was planned for."""
+        meeting = await session.get(Meeting, uuid.UUID(str(job.payload["meeting"])))
+        if (
+            meeting is None
+            or meeting.status != MeetingStatus.SCHEDULED
+            or meeting.sequence != job.payload.get("sequence")
+        ):
+            return
+        case = await session.get(Case, meeting.case_id)
+        assert case is not None
+        notifier = self.alerts.notifier
+        url = f"{notifier.public_url}/cases/{case.id}"
+        context: dict[str, Any] = {
+            "when": meeting.starts_at.astimezone(ROME).strftime("%d/%m/%Y %H:%M"),
+            "mode": meeting.mode,
+            "hours": int(job.payload.get("hours", 24)),
+        }
+        await self.alerts.send(
+            session, case, (Audience.APPLICANT, Audience.COMPANY), "meeting_reminder", **context
+        )
+        conciliator = await session.get(Account, meeting.conciliator_id)
+        if conciliator is not None:
+            notifier.queue_for(
+                session,
+                conciliator,
+                "meeting_reminder",
+                code=case.code or "",
+                link=url,
+                has_account=True,
+                **context,
+            )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from email.message import Message
 
 import pytest
@@ -12,6 +12,8 @@ from icalendar import Calendar as ICalendar
 from cases.companies import do_create_company
 from cases.lifecycle import Action
 from core.clock import ROME
+from core.jobs import JobRunner
+from scheduling.bookings import REMINDER_JOB
 from tests.conftest import MailSink
 from tests.support import VALID_VAT, Env, domain_request, registered, staff
 
@@ -131,3 +133,44 @@ async def test_invitations_reach_the_participants_and_follow_the_meeting(
 
 def invitation_or_none(message: Message) -> bool:
     return any(part.get_content_type() == "text/calendar" for part in message.walk())
+
+
+async def test_reminders_come_once_24_hours_and_1_hour_before_and_follow_moves(env: Env) -> None:
+    svc = env.services
+    company = await do_create_company(
+        svc.db, name="Energia A", vat=VALID_VAT, sectors=["electricity"], now=env.clock.now()
+    )
+    await registered(env, "cliente")
+    for name, role in (
+        ("sportello", "helpdesk"),
+        ("pianificatore", "scheduler"),
+        ("conciliatore", "conciliator"),
+    ):
+        await staff(env, name, role=role)
+    case_id = uuid.UUID(await domain_request(env, "cliente", str(company.id)))
+    desk = await svc.accounts.by_username("sportello")
+    scheduler = await svc.accounts.by_username("pianificatore")
+    conciliator = await svc.accounts.by_username("conciliatore")
+    assert desk and scheduler and conciliator
+    await svc.files.do_step(desk, case_id, Action.ADMIT)
+    meeting = await svc.bookings.do_book(scheduler, case_id, rome(FIRST, 9), conciliator.id)
+    # Moved before any reminder was due: the old reminders are dropped, new ones planned.
+    await svc.bookings.do_move(scheduler, meeting.id, rome(FIRST, 12), conciliator.id)
+
+    async def reminders() -> list[str]:
+        return [m.to_addr for m in await env.mails() if "un promemoria:" in m.body_text]
+
+    env.clock.set(rome(FIRST, 12) - timedelta(hours=24, minutes=1))
+    assert await svc.jobs.run_due() == 0
+    env.advance(minutes=2)
+    assert await svc.jobs.run_due() == 1
+    assert sorted(await reminders()) == ["cliente@example.org", "conciliatore@example.org"]
+    # A runner that starts afresh (a restart) does not send it again.
+    invitations = svc.bookings.invitations
+    assert invitations is not None
+    fresh = JobRunner(svc.db, env.clock, {REMINDER_JOB: invitations.remind})
+    assert await fresh.run_due() == 0
+    env.clock.set(rome(FIRST, 12) - timedelta(minutes=59))
+    assert await fresh.run_due() == 1
+    assert len(await reminders()) == 4
+    assert await svc.jobs.run_due() == 0

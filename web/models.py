@@ -15,7 +15,7 @@ from cases import (
     throttle,
     tokens,
 )
-from core import mail
+from core import jobs, mail
 from core.db import Base
 from scheduling import bookings, planner
 
@@ -31,6 +31,7 @@ MODULES = (
     sessions,
     throttle,
     tokens,
+    jobs,
     mail,
 )
 

@@ -28,9 +28,10 @@ from cases.throttle import Throttle
 from core.clock import Clock
 from core.db import Database
 from core.i18n import I18n
+from core.jobs import JobRunner
 from core.mail import MailWorker
 from core.settings import Settings
-from scheduling.bookings import Bookings, Rules
+from scheduling.bookings import REMINDER_JOB, Bookings, Rules
 from scheduling.invitations import Invitations
 from scheduling.planner import Planner
 from web.metrics import Metrics
@@ -38,6 +39,7 @@ from web.metrics import Metrics
 log = logging.getLogger(__name__)
 TEMPLATES = Path(__file__).parent / "templates"
 MAINTENANCE_SECONDS = 600.0
+JOBS_SECONDS = 30.0  # how often due jobs (meeting reminders) are looked for
 
 
 @dataclass
@@ -61,6 +63,7 @@ class Services:
     documents: Documents
     filing: Filing
     bookings: Bookings
+    jobs: JobRunner
     planner: Planner
     helpdesk: HelpDesk
     metrics: Metrics
@@ -73,6 +76,9 @@ class Services:
         """Start the mail worker and the maintenance loop (the web server does; the CLI not)."""
         self.mail.start()
         self._tasks.append(asyncio.create_task(self._maintenance(), name="maintenance"))
+        self._tasks.append(
+            asyncio.create_task(self.jobs.run_forever(self._stop, JOBS_SECONDS), name="jobs")
+        )
 
     async def _maintenance(self) -> None:
         backoff = 1.0
@@ -173,6 +179,7 @@ async def open_services(settings: Settings, clock: Clock) -> Services:
         integration_days=settings.integration_days,
         reminder_hours=settings.integration_reminder_hours,
     )
+    invitations = Invitations(alerts, settings.mail_from)
     bookings = Bookings(
         db,
         clock,
@@ -183,8 +190,9 @@ async def open_services(settings: Settings, clock: Clock) -> Services:
             first_meeting_days=settings.first_meeting_days,
             procedure_days=settings.procedure_days,
         ),
-        Invitations(alerts, settings.mail_from),
+        invitations,
     )
+    jobs = JobRunner(db, clock, {REMINDER_JOB: invitations.remind}, on_done=mail.wake)
     return Services(
         settings=settings,
         clock=clock,
@@ -204,6 +212,7 @@ async def open_services(settings: Settings, clock: Clock) -> Services:
         files=files,
         documents=Documents(db, clock, storage, alerts),
         bookings=bookings,
+        jobs=jobs,
         planner=Planner(db, clock, bookings, weeks=settings.schedule_weeks),
         filing=Filing(db, clock, files, complaint_wait_days=settings.complaint_wait_days),
         helpdesk=HelpDesk(

@@ -1,9 +1,9 @@
 """scheduling: closures, conciliators' working days and absences, company capacities,
-meetings and the company seats they hold, allocation proposals, invitations in the outbox
+meetings and the company seats they hold, allocation proposals, jobs, invitations in the outbox
 
 Revision ID: 0005
 Revises: 0004
-Create Date: 2026-11-23 14:36:12.199809
+Create Date: 2026-11-23 14:44:25.582685
 """
 
 from __future__ import annotations
@@ -27,6 +27,24 @@ def upgrade() -> None:
         sa.Column("name", sa.String(length=120), nullable=False),
         sa.PrimaryKeyConstraint("day", name=op.f("pk_closures")),
     )
+    op.create_table(
+        "jobs",
+        sa.Column("id", sa.Integer(), autoincrement=True, nullable=False),
+        sa.Column("kind", sa.String(length=40), nullable=False),
+        sa.Column("ref", sa.String(length=80), nullable=False),
+        sa.Column("due_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("status", sa.String(length=12), nullable=False),
+        sa.Column("payload", sa.JSON(), nullable=False),
+        sa.Column("attempts", sa.Integer(), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("done_at", sa.DateTime(timezone=True), nullable=True),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_jobs")),
+    )
+    with op.batch_alter_table("jobs", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_jobs_due_at"), ["due_at"], unique=False)
+        batch_op.create_index(batch_op.f("ix_jobs_ref"), ["ref"], unique=False)
+        batch_op.create_index(batch_op.f("ix_jobs_status"), ["status"], unique=False)
+
     op.create_table(
         "company_capacities",
         sa.Column("company_id", sa.Uuid(), nullable=False),
@@ -176,5 +194,11 @@ def downgrade() -> None:
 
     op.drop_table("conciliator_absences")
     op.drop_table("company_capacities")
+    with op.batch_alter_table("jobs", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_jobs_status"))
+        batch_op.drop_index(batch_op.f("ix_jobs_ref"))
+        batch_op.drop_index(batch_op.f("ix_jobs_due_at"))
+
+    op.drop_table("jobs")
     op.drop_table("closures")
     # ### end Alembic commands ###

@@ -1,0 +1,162 @@
+"""Jobs that must happen at a given time, kept in the database.
+
+A job is a row: its kind, what it is about (``ref``), when it is due, a small payload. Because
+it lives in the database it survives restarts, and any node may run it. A job runs exactly
+once: the runner marks it done with a conditional UPDATE (``pending`` → ``done``) in the same
+transaction as the job's own work, so a job whose work fails stays pending and is tried again,
+and two nodes racing for one job cannot both do it. Jobs about something that changed are
+dropped by ``drop`` (e.g. the reminders of a meeting that moved).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import JSON, Integer, String, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Mapped, mapped_column
+
+from core.clock import Clock
+from core.db import Base, Database, UTCDateTime
+
+log = logging.getLogger(__name__)
+
+
+class JobStatus(StrEnum):
+    PENDING = "pending"
+    DONE = "done"
+    DROPPED = "dropped"
+
+
+class Job(Base):
+    __tablename__ = "jobs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    kind: Mapped[str] = mapped_column(String(40))
+    ref: Mapped[str] = mapped_column(String(80), index=True)
+    due_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+    status: Mapped[str] = mapped_column(String(12), default=JobStatus.PENDING, index=True)
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    done_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+Handler = Callable[[AsyncSession, Job], Awaitable[None]]
+
+
+def schedule_job(
+    session: AsyncSession,
+    *,
+    kind: str,
+    ref: str,
+    due_at: datetime,
+    now: datetime,
+    payload: dict[str, Any] | None = None,
+) -> Job:
+    """Add a job in the caller's transaction."""
+    job = Job(
+        kind=kind,
+        ref=ref,
+        due_at=due_at,
+        status=JobStatus.PENDING,
+        payload=payload or {},
+        attempts=0,
+        created_at=now,
+    )
+    session.add(job)
+    return job
+
+
+async def drop_jobs(session: AsyncSession, ref: str) -> int:
+    """Drop the pending jobs about ``ref`` (in the caller's transaction); returns how many."""
+    result = await session.execute(
+        update(Job)
+        .where(Job.ref == ref, Job.status == JobStatus.PENDING)
+        .values(status=JobStatus.DROPPED)
+    )
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
+class JobRunner:
+    """Runs due jobs with their kind's handler; ``run_due`` is one pass."""
+
+    def __init__(
+        self,
+        db: Database,
+        clock: Clock,
+        handlers: Mapping[str, Handler],
+        *,
+        on_done: Callable[[], None] | None = None,
+    ) -> None:
+        self.db = db
+        self.clock = clock
+        self.handlers = dict(handlers)
+        self.on_done = on_done
+
+    async def run_due(self, limit: int = 200) -> int:
+        """Run every due pending job (at most ``limit``); returns how many were done."""
+        now = self.clock.now()
+        async with self.db.session() as session:
+            due = list(
+                await session.scalars(
+                    select(Job.id)
+                    .where(Job.status == JobStatus.PENDING, Job.due_at <= now)
+                    .order_by(Job.due_at, Job.id)
+                    .limit(limit)
+                )
+            )
+        done = 0
+        for job_id in due:
+            if await self._run_one(job_id, now):
+                done += 1
+        if done and self.on_done is not None:
+            self.on_done()
+        return done
+
+    async def _run_one(self, job_id: int, now: datetime) -> bool:
+        try:
+            async with self.db.session() as session:
+                claimed = await session.execute(
+                    update(Job)
+                    .where(Job.id == job_id, Job.status == JobStatus.PENDING)
+                    .values(status=JobStatus.DONE, done_at=now)
+                )
+                if not getattr(claimed, "rowcount", 0):
+                    return False  # another node did it, or it was dropped
+                job = await session.get(Job, job_id)
+                assert job is not None
+                handler = self.handlers.get(job.kind)
+                if handler is None:
+                    log.error("no handler for job kind %s", job.kind)
+                    await session.rollback()
+                    return False
+                await handler(session, job)
+                await session.commit()
+                return True
+        except Exception:
+            log.exception("job %d failed; it stays pending and is tried again", job_id)
+            async with self.db.session() as session:
+                await session.execute(
+                    update(Job)
+                    .where(Job.id == job_id, Job.status == JobStatus.PENDING)
+                    .values(attempts=Job.attempts + 1, due_at=now + timedelta(minutes=1))
+                )
+                await session.commit()
+            return False
+
+    async def run_forever(self, stop: asyncio.Event, every: float = 30.0) -> None:
+        """Pass after pass until ``stop`` is set (the web server runs it in the background)."""
+        while not stop.is_set():
+            try:
+                await self.run_due()
+            except Exception:
+                log.exception("job pass failed")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), every)
