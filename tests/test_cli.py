@@ -171,3 +171,43 @@ async def test_demo_loads_one_account_per_role_once(env: Env, tmp_path: Path) ->
     assert page.status == 303
     code, out, _err = await concilia(env, tmp_path, "demo", "--if-empty")
     assert code == 0 and "not loaded" in out
+
+
+async def test_schedule_auto_previews_then_books(env: Env, tmp_path: Path) -> None:
+    import uuid
+
+    from cases.companies import do_create_company
+    from cases.lifecycle import Action, CaseStatus
+    from tests.support import VALID_VAT, domain_request, registered, staff
+
+    svc = env.services
+    company = await do_create_company(
+        svc.db, name="Energia A", vat=VALID_VAT, sectors=["electricity"], now=env.clock.now()
+    )
+    await registered(env, "cliente")
+    for name, role in (
+        ("sportello", "helpdesk"),
+        ("pianificatore", "scheduler"),
+        ("conciliatore", "conciliator"),
+    ):
+        await staff(env, name, role=role)
+    case_id = uuid.UUID(await domain_request(env, "cliente", str(company.id)))
+    desk = await svc.accounts.by_username("sportello")
+    assert desk is not None
+    await svc.files.do_step(desk, case_id, Action.ADMIT)
+    code, out, err = await concilia(
+        env, tmp_path, "schedule", "auto", "--as", "pianificatore", "--dry-run"
+    )
+    assert code == 0, err
+    assert re.search(r"placed\s+1", out) and "nothing booked" in out
+    scheduler = await svc.accounts.by_username("pianificatore")
+    assert scheduler is not None
+    case, _ = await svc.files.get_for(scheduler, case_id)
+    assert case.status == CaseStatus.ADMITTED
+    code, out, err = await concilia(env, tmp_path, "schedule", "auto", "--as", "pianificatore")
+    assert code == 0, err
+    assert "1 meetings booked" in out and "[########################] 3/3" in out
+    case, _ = await svc.files.get_for(scheduler, case_id)
+    assert case.status == CaseStatus.SCHEDULED
+    code, _out, err = await concilia(env, tmp_path, "schedule", "auto", "--as", "cliente")
+    assert code == 1 and "forbidden" in err

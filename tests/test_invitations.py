@@ -101,6 +101,13 @@ async def test_invitations_reach_the_participants_and_follow_the_meeting(
     assert first.walk("VTIMEZONE"), "the zone's definition travels with the invitation"
     english = next(m for m in messages if m["To"] == "rep@example.org")
     assert "meeting on 30/11/2026 09:00" in english["Subject"]
+    # The case file shows the meeting to the delegate.
+    delegate = await env.new_browser()
+    from tests.support import sign_in
+
+    await sign_in(delegate, "delegato", "Lampada-Verde-42")
+    page = await delegate.get(f"/cases/{case_id}")
+    assert 'id="meeting"' in page.text and "30/11/2026 09:00" in page.text
     # Moved: same UID, a higher SEQUENCE.
     await svc.bookings.do_move(scheduler, meeting.id, rome(FIRST, 14), conciliator.id)
     sent = len(sink.messages)

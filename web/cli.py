@@ -12,7 +12,7 @@ import string
 import sys
 import uuid
 from collections.abc import AsyncIterator, Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from aiohttp import web
@@ -25,7 +25,7 @@ from cases.companies import do_create_company, list_companies
 from cases.passwords import check_password
 from cases.request import Section
 from core.clock import ROME, SystemClock
-from core.errors import FieldErrors
+from core.errors import FieldErrors, UserError
 from core.logs import configure_logging
 from core.settings import Settings, load_settings
 from web.app import create_app
@@ -287,6 +287,67 @@ async def _demo_case(services: Services, company_id: uuid.UUID) -> str:
     return submitted.code or ""
 
 
+def _progress(step: int, steps: int, label: str) -> None:
+    width = 24
+    done = width * step // steps
+    print(f"[{'#' * done}{'.' * (width - done)}] {step}/{steps} {label}", flush=True)
+
+
+async def _schedule_auto(
+    settings: Settings, username: str, weeks: int | None, dry_run: bool
+) -> int:
+    """The batch allocation from the command line: proposal, summary, then (unless
+    ``--dry-run``) the booking of all of it in one transaction."""
+    services = await open_services(settings, SystemClock())
+    try:
+        account = await services.accounts.by_username(username)
+        if account is None:
+            print(f"no account {username!r}", file=sys.stderr)
+            return 1
+        if weeks is not None:
+            services.planner.weeks = max(1, min(weeks, 12))
+        steps = 2 if dry_run else 3
+        _progress(1, steps, "reading cases, conciliators and companies; solving")
+        try:
+            proposal = await services.planner.do_propose(account)
+        except UserError as exc:
+            print(f"refused: {exc.code.value}", file=sys.stderr)
+            return 1
+        body = proposal.body
+        _progress(2, steps, "proposal ready")
+        reasons: dict[str, int] = {}
+        for reason in body["unplaced"].values():
+            reasons[reason] = reasons.get(reason, 0) + 1
+        per_day: dict[str, int] = {}
+        for _case, starts_at, _who in body["placements"]:
+            day = datetime.fromisoformat(starts_at).astimezone(ROME).strftime("%a %d/%m")
+            per_day[day] = per_day.get(day, 0) + 1
+        score = body["score"]
+        rows = [
+            ("horizon", f"{body['first']} - {body['last']}"),
+            ("placed", str(score["placed"])),
+            ("preferences met", str(score["preferences_met"])),
+            *((f"unplaced: {reason}", str(n)) for reason, n in sorted(reasons.items())),
+            *((f"  {day}", str(n)) for day, n in per_day.items()),
+        ]
+        width = max(len(label) for label, _ in rows)
+        for label, value in rows:
+            print(f"{label:<{width}}  {value:>8}")
+        if dry_run:
+            await services.planner.do_discard(account, proposal.id)
+            print("dry run: nothing booked")
+            return 0
+        try:
+            meetings = await services.planner.do_commit(account, proposal.id)
+        except UserError as exc:
+            print(f"refused: {exc.code.value}", file=sys.stderr)
+            return 1
+        _progress(3, steps, f"{len(meetings)} meetings booked, invitations queued")
+        return 0
+    finally:
+        await services.close()
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="concilia", description=__doc__)
     sub = top.add_subparsers(dest="command", required=True)
@@ -312,6 +373,14 @@ def parser() -> argparse.ArgumentParser:
     how.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
     how.add_argument("--prompt-password", action="store_true", help="ask for the password")
     users_sub.add_parser("disable-inactive", help="disable accounts unused for too long")
+    schedule = sub.add_parser("schedule", help="meetings")
+    schedule_sub = schedule.add_subparsers(dest="schedule_command", required=True)
+    auto = schedule_sub.add_parser(
+        "auto", help="allocate every admitted case to a slot and a conciliator (exact)"
+    )
+    auto.add_argument("--as", dest="username", required=True, help="the scheduler acting")
+    auto.add_argument("--weeks", type=int, help="horizon in weeks (default: the setting, 4)")
+    auto.add_argument("--dry-run", action="store_true", help="show the proposal, book nothing")
     demo = sub.add_parser("demo", help="load demo companies and one account per role")
     demo.add_argument("--if-empty", action="store_true", help="only when there are no accounts")
     return top
@@ -334,6 +403,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return asyncio.run(_users_disable_inactive(settings))
     if args.command == "demo":
         return asyncio.run(_demo(settings, args.if_empty))
+    if args.command == "schedule":
+        return asyncio.run(_schedule_auto(settings, args.username, args.weeks, args.dry_run))
     return 2
 
 

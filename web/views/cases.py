@@ -379,6 +379,11 @@ async def case_view(request: web.Request, account: Account, case_id: uuid.UUID) 
         found = await session.scalars(select(Account).where(Account.id.in_(people_ids)))
         people = {a.id: a for a in found}
         company = await session.get(Company, case.company_id) if case.company_id else None
+        meeting = await svc.bookings.meeting_of(session, case.id)
+        if meeting is not None and meeting.conciliator_id not in people:
+            people.update(
+                {a.id: a for a in [await session.get(Account, meeting.conciliator_id)] if a}
+            )
     if actor in (Actor.APPLICANT, Actor.COMPANY):
         notices = [n for n in notices if n.audience == actor.value]
     return {
@@ -389,6 +394,7 @@ async def case_view(request: web.Request, account: Account, case_id: uuid.UUID) 
         "notices": notices,
         "people": people,
         "company": company,
+        "meeting": meeting,
     }
 
 
