@@ -267,23 +267,7 @@ class Bookings:
             created_at=now,
             updated_at=now,
         )
-        try:
-            # A savepoint: a refused row undoes only itself, the caller decides about the rest.
-            async with session.begin_nested():
-                session.add(meeting)
-                await session.flush()
-                session.add(
-                    CompanySeat(
-                        company_id=case.company_id,
-                        starts_at=slot.starts_at,
-                        seat=seat,
-                        meeting_id=meeting.id,
-                    )
-                )
-                await session.flush()
-        except IntegrityError:
-            # Another scheduler took the conciliator, the case or the seat meanwhile.
-            raise UserError(ErrorCode.SLOT_TAKEN) from None
+        await self._hold(session, meeting, seat, new=True)
         await self.files.step_in(
             session,
             case,
@@ -315,6 +299,27 @@ class Bookings:
                         "hours": hours,
                     },
                 )
+
+    async def _hold(self, session: AsyncSession, meeting: Meeting, seat: int, *, new: bool) -> None:
+        """Write the meeting (when ``new``) and its company seat; the constraints decide."""
+        try:
+            # A savepoint: a refused row undoes only itself, the caller decides about the rest.
+            async with session.begin_nested():
+                if new:
+                    session.add(meeting)
+                await session.flush()
+                session.add(
+                    CompanySeat(
+                        company_id=meeting.company_id,
+                        starts_at=meeting.starts_at,
+                        seat=seat,
+                        meeting_id=meeting.id,
+                    )
+                )
+                await session.flush()
+        except IntegrityError:
+            # Another scheduler took the conciliator, the case or the seat meanwhile.
+            raise UserError(ErrorCode.SLOT_TAKEN) from None
 
     async def _checked_slot(
         self,
@@ -372,19 +377,7 @@ class Bookings:
             meeting.status = MeetingStatus.SCHEDULED
             meeting.sequence += 1
             meeting.updated_at = self.clock.now()
-            try:
-                async with session.begin_nested():
-                    session.add(
-                        CompanySeat(
-                            company_id=meeting.company_id,
-                            starts_at=slot.starts_at,
-                            seat=seat,
-                            meeting_id=meeting.id,
-                        )
-                    )
-                    await session.flush()
-            except IntegrityError:
-                raise UserError(ErrorCode.SLOT_TAKEN) from None
+            await self._hold(session, meeting, seat, new=False)
             record(
                 session,
                 case,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -13,6 +14,7 @@ from aiohttp import CookieJar, FormData, web
 from aiohttp.test_utils import TestClient
 from sqlalchemy import select
 
+from cases.lifecycle import Action
 from cases.request import Section
 from core.clock import FakeClock
 from core.mail import OutboxMail
@@ -410,3 +412,21 @@ async def domain_request(
     if submit:
         await svc.filing.do_submit(account, case.id)
     return str(case.id)
+
+
+async def admitted_case(env: Env, company_id: str, username: str = "cliente") -> str:
+    """A filed request admitted by the desk, with a scheduler and a conciliator on duty
+    (accounts ``sportello``, ``pianificatore``, ``conciliatore``, created if missing)."""
+    svc = env.services
+    for name, role in (
+        ("sportello", "helpdesk"),
+        ("pianificatore", "scheduler"),
+        ("conciliatore", "conciliator"),
+    ):
+        if await svc.accounts.by_username(name) is None:
+            await staff(env, name, role=role)
+    case_id = await domain_request(env, username, company_id)
+    desk = await svc.accounts.by_username("sportello")
+    assert desk is not None
+    await svc.files.do_step(desk, uuid.UUID(case_id), Action.ADMIT)
+    return case_id

@@ -177,24 +177,15 @@ async def test_schedule_auto_previews_then_books(env: Env, tmp_path: Path) -> No
     import uuid
 
     from cases.companies import do_create_company
-    from cases.lifecycle import Action, CaseStatus
-    from tests.support import VALID_VAT, domain_request, registered, staff
+    from cases.lifecycle import CaseStatus
+    from tests.support import VALID_VAT, admitted_case, registered
 
     svc = env.services
     company = await do_create_company(
         svc.db, name="Energia A", vat=VALID_VAT, sectors=["electricity"], now=env.clock.now()
     )
     await registered(env, "cliente")
-    for name, role in (
-        ("sportello", "helpdesk"),
-        ("pianificatore", "scheduler"),
-        ("conciliatore", "conciliator"),
-    ):
-        await staff(env, name, role=role)
-    case_id = uuid.UUID(await domain_request(env, "cliente", str(company.id)))
-    desk = await svc.accounts.by_username("sportello")
-    assert desk is not None
-    await svc.files.do_step(desk, case_id, Action.ADMIT)
+    case_id = uuid.UUID(await admitted_case(env, str(company.id)))
     code, out, err = await concilia(
         env, tmp_path, "schedule", "auto", "--as", "pianificatore", "--dry-run"
     )

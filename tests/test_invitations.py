@@ -15,7 +15,14 @@ from core.clock import ROME
 from core.jobs import JobRunner
 from scheduling.bookings import REMINDER_JOB
 from tests.conftest import MailSink
-from tests.support import VALID_VAT, Env, domain_request, registered, staff
+from tests.support import (
+    VALID_VAT,
+    Env,
+    admitted_case,
+    domain_request,
+    registered,
+    staff,
+)
 
 FIRST = date(2026, 11, 30)
 
@@ -148,18 +155,10 @@ async def test_reminders_come_once_24_hours_and_1_hour_before_and_follow_moves(e
         svc.db, name="Energia A", vat=VALID_VAT, sectors=["electricity"], now=env.clock.now()
     )
     await registered(env, "cliente")
-    for name, role in (
-        ("sportello", "helpdesk"),
-        ("pianificatore", "scheduler"),
-        ("conciliatore", "conciliator"),
-    ):
-        await staff(env, name, role=role)
-    case_id = uuid.UUID(await domain_request(env, "cliente", str(company.id)))
-    desk = await svc.accounts.by_username("sportello")
+    case_id = uuid.UUID(await admitted_case(env, str(company.id)))
     scheduler = await svc.accounts.by_username("pianificatore")
     conciliator = await svc.accounts.by_username("conciliatore")
-    assert desk and scheduler and conciliator
-    await svc.files.do_step(desk, case_id, Action.ADMIT)
+    assert scheduler and conciliator
     meeting = await svc.bookings.do_book(scheduler, case_id, rome(FIRST, 9), conciliator.id)
     # Moved before any reminder was due: the old reminders are dropped, new ones planned.
     await svc.bookings.do_move(scheduler, meeting.id, rome(FIRST, 12), conciliator.id)
