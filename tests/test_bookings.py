@@ -302,3 +302,36 @@ async def test_a_stale_proposal_is_refused_and_books_nothing(world: World) -> No
     with pytest.raises(UserError) as error:
         await svc.planner.do_propose(customer)
     assert error.value.code == ErrorCode.FORBIDDEN
+
+
+async def test_the_scheduler_pages_propose_preview_and_book(world: World) -> None:
+    env = world.env
+    from tests.support import staff_sign_in
+
+    cases = await admitted_rows(world, 2)
+    browser = await env.new_browser()
+    await staff_sign_in(env, browser, "pianificatore")
+    page = await browser.get("/schedule?week=2026-11-30")
+    assert page.status == 200 and 'id="queue"' in page.text
+    assert page.text.count("CONC-2026-9000") == 2
+    proposed = await browser.post("/schedule/proposals", {}, csrf=page.csrf)
+    assert proposed.status == 303
+    preview = await browser.get(proposed.headers["Location"])
+    assert preview.status == 200 and '<strong id="placed">2</strong>' in preview.text
+    async with env.services.db.session() as session:
+        assert await session.scalar(select(func.count()).select_from(Meeting)) == 0
+    booked = await browser.post(proposed.headers["Location"] + "/commit", {}, csrf=preview.csrf)
+    assert booked.status == 303
+    week = await browser.get("/schedule?week=2026-11-30")
+    assert 'id="queue"' not in week.text and week.text.count("CONC-2026-9000") == 2
+    for case_id in cases:
+        case, _ = await env.services.files.get_for(world.scheduler, case_id)
+        assert case.status == CaseStatus.SCHEDULED
+    # Only schedulers.
+    await registered(env, "curioso")
+    other = await env.new_browser()
+    from tests.support import sign_in
+
+    await sign_in(other, "curioso", "Lampada-Verde-42")
+    assert (await other.get("/schedule")).status == 403
+    assert (await browser.get("/schedule?week=nonsense")).status == 400

@@ -12,7 +12,18 @@ from core.clock import Clock, SystemClock
 from core.settings import Settings
 from web.context import SERVICES, context_middleware, security_headers
 from web.services import open_services
-from web.views import account, admin, api, api_cases, auth, cases, helpdesk, ops, pages
+from web.views import (
+    account,
+    admin,
+    api,
+    api_cases,
+    auth,
+    cases,
+    helpdesk,
+    ops,
+    pages,
+    schedule,
+)
 
 log = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / "static"
@@ -46,6 +57,7 @@ def create_app(
         admin.routes,
         cases.routes,
         helpdesk.routes,
+        schedule.routes,
         api.routes,
         api_cases.routes,
         ops.routes,
