@@ -290,6 +290,17 @@ REQUEST: dict[str, dict[str, Any]] = {
     "meeting": {"meeting_mode": "chat", "availability": ["mon-09:00", "wed-14:00"], "notes": ""},
 }
 
+# A delegated request: the delegate files for Lucia Bianchi, with the power to settle.
+DELEGATED_APPLICANT: dict[str, Any] = {
+    "customer_kind": "person",
+    "acting_as": "delegate",
+    "customer_first_name": "Lucia",
+    "customer_last_name": "Bianchi",
+    "customer_tax_code": "BNCLCU80A41F205X",
+    "mandate_to_settle": "on",
+}
+DELEGATION_DOCUMENTS = ("complaint", "identity", "delegation")
+
 
 def form_items(values: dict[str, Any]) -> list[tuple[str, str]]:
     items: list[tuple[str, str]] = []

@@ -12,6 +12,8 @@ import pytest
 from cases.companies import do_create_company
 from cases.lifecycle import Action
 from tests.support import (
+    DELEGATED_APPLICANT,
+    DELEGATION_DOCUMENTS,
     PDF,
     VALID_VAT,
     Browser,
@@ -84,15 +86,8 @@ async def matrix(env: Env) -> Matrix:
             env,
             "delegato",
             str(a.id),
-            documents=("complaint", "identity", "delegation"),
-            applicant={
-                "customer_kind": "person",
-                "acting_as": "delegate",
-                "customer_first_name": "Lucia",
-                "customer_last_name": "Bianchi",
-                "customer_tax_code": "BNCLCU80A41F205X",
-                "mandate_to_settle": "on",
-            },
+            documents=DELEGATION_DOCUMENTS,
+            applicant=DELEGATED_APPLICANT,
         ),
     }
     desk = await svc.accounts.by_username("sportello")

@@ -22,7 +22,7 @@ from scheduling.bookings import (
     ConciliatorProfile,
     Meeting,
 )
-from tests.support import VALID_VAT, Env, domain_request, registered, staff
+from tests.support import VALID_VAT, Env, domain_request, registered, sign_in, staff, staff_sign_in
 
 
 def rome(day: date, hour: int, minute: int = 0) -> datetime:
@@ -306,8 +306,6 @@ async def test_a_stale_proposal_is_refused_and_books_nothing(world: World) -> No
 
 async def test_the_scheduler_pages_propose_preview_and_book(world: World) -> None:
     env = world.env
-    from tests.support import staff_sign_in
-
     cases = await admitted_rows(world, 2)
     browser = await env.new_browser()
     await staff_sign_in(env, browser, "pianificatore")
@@ -330,8 +328,6 @@ async def test_the_scheduler_pages_propose_preview_and_book(world: World) -> Non
     # Only schedulers.
     await registered(env, "curioso")
     other = await env.new_browser()
-    from tests.support import sign_in
-
     await sign_in(other, "curioso", "Lampada-Verde-42")
     assert (await other.get("/schedule")).status == 403
     assert (await browser.get("/schedule?week=nonsense")).status == 400

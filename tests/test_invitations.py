@@ -16,11 +16,14 @@ from core.jobs import JobRunner
 from scheduling.bookings import REMINDER_JOB
 from tests.conftest import MailSink
 from tests.support import (
+    DELEGATED_APPLICANT,
+    DELEGATION_DOCUMENTS,
     VALID_VAT,
     Env,
     admitted_case,
     domain_request,
     registered,
+    sign_in,
     staff,
 )
 
@@ -68,15 +71,8 @@ async def test_invitations_reach_the_participants_and_follow_the_meeting(
             env,
             "delegato",
             str(company.id),
-            documents=("complaint", "identity", "delegation"),
-            applicant={
-                "customer_kind": "person",
-                "acting_as": "delegate",
-                "customer_first_name": "Lucia",
-                "customer_last_name": "Bianchi",
-                "customer_tax_code": "BNCLCU80A41F205X",
-                "mandate_to_settle": "on",
-            },
+            documents=DELEGATION_DOCUMENTS,
+            applicant=DELEGATED_APPLICANT,
         )
     )
     desk = await svc.accounts.by_username("sportello")
@@ -110,8 +106,6 @@ async def test_invitations_reach_the_participants_and_follow_the_meeting(
     assert "meeting on 30/11/2026 09:00" in english["Subject"]
     # The case file shows the meeting to the delegate.
     delegate = await env.new_browser()
-    from tests.support import sign_in
-
     await sign_in(delegate, "delegato", "Lampada-Verde-42")
     page = await delegate.get(f"/cases/{case_id}")
     assert 'id="meeting"' in page.text and "30/11/2026 09:00" in page.text
