@@ -331,3 +331,37 @@ async def test_the_scheduler_pages_propose_preview_and_book(world: World) -> Non
     await sign_in(other, "curioso", "Lampada-Verde-42")
     assert (await other.get("/schedule")).status == 403
     assert (await browser.get("/schedule?week=nonsense")).status == 400
+
+
+async def test_the_scheduler_assigns_moves_and_cancels_from_the_case_file(world: World) -> None:
+    env = world.env
+    case_id = await world.admitted_case()
+    browser = await env.new_browser()
+    await staff_sign_in(env, browser, "pianificatore")
+    page = await browser.get(f"/cases/{case_id}")
+    assert page.status == 200 and 'id="assign"' in page.text
+    form = {"day": "2026-12-08", "time": "09:00", "conciliator": str(world.k1.id)}
+    refused_page = await browser.post(f"/cases/{case_id}/meeting", form, csrf=page.csrf)
+    assert refused_page.status == 400 and "Immacolata Concezione" in refused_page.text
+    form["day"] = "2026-12-01"
+    assert (await browser.post(f"/cases/{case_id}/meeting", form, csrf=page.csrf)).status == 303
+    page = await browser.get(f"/cases/{case_id}")
+    assert 'id="meeting"' in page.text and "01/12/2026 09:00" in page.text
+    async with env.services.db.session() as session:
+        meeting = await env.services.bookings.meeting_of(session, case_id)
+    assert meeting is not None
+    moved = {**form, "time": "15:30", "meeting": str(meeting.id)}
+    assert (await browser.post(f"/cases/{case_id}/meeting", moved, csrf=page.csrf)).status == 303
+    page = await browser.get(f"/cases/{case_id}")
+    assert "01/12/2026 15:30" in page.text
+    cancel = {"meeting": str(meeting.id), "note": "Indisponibilità"}
+    done = await browser.post(f"/cases/{case_id}/meeting/cancel", cancel, csrf=page.csrf)
+    assert done.status == 303
+    page = await browser.get(f"/cases/{case_id}")
+    assert 'id="meeting"' not in page.text and "Ammessa" in page.text
+    # A party cannot do it.
+    customer = await env.new_browser()
+    await sign_in(customer, "cliente", "Lampada-Verde-42")
+    own = await customer.get(f"/cases/{case_id}")
+    assert 'id="assign"' not in own.text
+    assert (await customer.post(f"/cases/{case_id}/meeting", form, csrf=own.csrf)).status == 403

@@ -11,7 +11,7 @@ from urllib.parse import quote
 from aiohttp import web
 from sqlalchemy import select
 
-from cases.accounts import Account, Role
+from cases.accounts import Account, Role, Status
 from cases.casefile import Case, CaseFilter, list_cases
 from cases.companies import Company, list_companies
 from cases.documents import Document
@@ -380,6 +380,15 @@ async def case_view(request: web.Request, account: Account, case_id: uuid.UUID) 
         people = {a.id: a for a in found}
         company = await session.get(Company, case.company_id) if case.company_id else None
         meeting = await svc.bookings.meeting_of(session, case.id)
+        conciliators: list[Account] = []
+        if actor == Actor.SCHEDULER:
+            conciliators = list(
+                await session.scalars(
+                    select(Account)
+                    .where(Account.role == Role.CONCILIATOR, Account.status == Status.ACTIVE)
+                    .order_by(Account.last_name, Account.first_name)
+                )
+            )
         if meeting is not None and meeting.conciliator_id not in people:
             people.update(
                 {a.id: a for a in [await session.get(Account, meeting.conciliator_id)] if a}
@@ -395,6 +404,7 @@ async def case_view(request: web.Request, account: Account, case_id: uuid.UUID) 
         "people": people,
         "company": company,
         "meeting": meeting,
+        "conciliators": conciliators,
     }
 
 

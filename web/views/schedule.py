@@ -20,6 +20,7 @@ from scheduling.bookings import Meeting, MeetingStatus
 from scheduling.calendar import SLOT_TIMES
 from web import labels
 from web.context import render, require, services
+from web.forms import form_data
 from web.streams import parse_id
 
 routes = web.RouteTableDef()
@@ -182,3 +183,40 @@ async def proposal_discard(request: web.Request) -> web.StreamResponse:
     account = require(request, SCHEDULERS)
     await services(request).planner.do_discard(account, parse_id(request.match_info["proposal_id"]))
     raise web.HTTPSeeOther("/schedule")
+
+
+def _slot_start(form: dict[str, str]) -> datetime:
+    """The start chosen in a booking form (a date and one of the six times, Rome's time)."""
+    try:
+        day = date.fromisoformat(form.get("day", ""))
+        hour, minute = (int(part) for part in form.get("time", "").split(":"))
+        return datetime(day.year, day.month, day.day, hour, minute, tzinfo=ROME)
+    except ValueError:
+        raise UserError(ErrorCode.SLOT_NOT_AVAILABLE, reason="") from None
+
+
+@routes.post("/cases/{case_id}/meeting")
+async def book_meeting(request: web.Request) -> web.StreamResponse:
+    """Assign (or, with ``meeting``, move) the case's meeting by hand."""
+    account = require(request, SCHEDULERS)
+    case_id = parse_id(request.match_info["case_id"])
+    form = await form_data(request)
+    starts_at = _slot_start(form)
+    conciliator = parse_id(form.get("conciliator", ""))
+    bookings = services(request).bookings
+    if form.get("meeting"):
+        await bookings.do_move(account, parse_id(form["meeting"]), starts_at, conciliator)
+    else:
+        await bookings.do_book(account, case_id, starts_at, conciliator)
+    raise web.HTTPSeeOther(f"/cases/{case_id}")
+
+
+@routes.post("/cases/{case_id}/meeting/cancel")
+async def cancel_meeting(request: web.Request) -> web.StreamResponse:
+    account = require(request, SCHEDULERS)
+    case_id = parse_id(request.match_info["case_id"])
+    form = await form_data(request)
+    await services(request).bookings.do_cancel(
+        account, parse_id(form.get("meeting", "")), form.get("note", "").strip()[:2000] or None
+    )
+    raise web.HTTPSeeOther(f"/cases/{case_id}")
