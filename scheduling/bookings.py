@@ -190,6 +190,14 @@ class Bookings:
             await session.commit()
         return closure
 
+    async def do_remove_closure(self, day: date) -> None:
+        async with self.db.session() as session:
+            closure = await session.get(Closure, day)
+            if closure is None:
+                raise UserError(ErrorCode.NOT_FOUND)
+            await session.delete(closure)
+            await session.commit()
+
     async def window(
         self, session: AsyncSession, case: Case, calendar: Calendar
     ) -> tuple[date, date]:

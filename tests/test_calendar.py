@@ -8,6 +8,7 @@ import pytest
 
 from core.clock import ROME
 from scheduling.calendar import Calendar, national_holidays
+from tests.support import Env, staff, staff_sign_in
 
 
 @pytest.mark.parametrize(
@@ -80,3 +81,33 @@ def test_slot_lookup_keys_and_notice() -> None:
     assert calendar.slot_at(datetime(2026, 11, 25, 13, 5, tzinfo=UTC)) is None
     # Five working days after Friday 4 December 2026, with the 8th a holiday: the 14th.
     assert calendar.add_working_days(date(2026, 12, 4), 5) == date(2026, 12, 14)
+
+
+async def test_admins_manage_closures_and_see_the_holidays(env: Env) -> None:
+    await staff(env, "amministratore", role="admin")
+    admin = await env.new_browser()
+    await staff_sign_in(env, admin, "amministratore")
+    page = await admin.get("/admin/closures")
+    assert page.status == 200 and "Lunedì dell&#39;Angelo" in page.text
+    added = await admin.post(
+        "/admin/closures", {"day": "2026-12-07", "name": "Sant'Ambrogio"}, csrf=page.csrf
+    )
+    assert added.status == 303
+    again = await admin.post("/admin/closures", {"day": "2026-12-07", "name": "X"}, csrf=page.csrf)
+    assert again.status == 422
+    bad = await admin.post("/admin/closures", {"day": "7/12", "name": "X"}, csrf=page.csrf)
+    assert bad.status == 422
+    async with env.services.db.session() as session:
+        calendar = await env.services.bookings.calendar(session)
+    assert calendar.day_off(date(2026, 12, 7)) == "Sant'Ambrogio"
+    page = await admin.get("/admin/closures")
+    assert "07/12/2026 — Sant&#39;Ambrogio" in page.text
+    removed = await admin.post("/admin/closures/2026-12-07/delete", {}, csrf=page.csrf)
+    assert removed.status == 303
+    async with env.services.db.session() as session:
+        calendar = await env.services.bookings.calendar(session)
+    assert calendar.is_working_day(date(2026, 12, 7))
+    await staff(env, "pianificatore", role="scheduler")
+    scheduler = await env.new_browser()
+    await staff_sign_in(env, scheduler, "pianificatore")
+    assert (await scheduler.get("/admin/closures")).status == 403

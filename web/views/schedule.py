@@ -16,8 +16,8 @@ from cases.companies import Company
 from cases.lifecycle import CaseStatus
 from core.clock import ROME
 from core.errors import ErrorCode, UserError
-from scheduling.bookings import Meeting, MeetingStatus
-from scheduling.calendar import SLOT_TIMES
+from scheduling.bookings import Closure, Meeting, MeetingStatus
+from scheduling.calendar import SLOT_TIMES, national_holidays
 from web import labels
 from web.context import render, require, services
 from web.forms import form_data
@@ -220,3 +220,47 @@ async def cancel_meeting(request: web.Request) -> web.StreamResponse:
         account, parse_id(form.get("meeting", "")), form.get("note", "").strip()[:2000] or None
     )
     raise web.HTTPSeeOther(f"/cases/{case_id}")
+
+
+@routes.get("/admin/closures")
+async def closures_page(request: web.Request) -> web.StreamResponse:
+    """Closures (days without meetings besides the national holidays), and those holidays."""
+    require(request, (Role.ADMIN,))
+    return await _closures(request)
+
+
+async def _closures(request: web.Request, *, status: int = 200, error: str = "") -> web.Response:
+    svc = services(request)
+    year = svc.clock.now().astimezone(ROME).year
+    async with svc.db.session() as session:
+        closures = list(await session.scalars(select(Closure).order_by(Closure.day)))
+    holidays = sorted((*national_holidays(year).items(), *national_holidays(year + 1).items()))
+    return render(
+        request, "closures.html", status=status, closures=closures, holidays=holidays, error=error
+    )
+
+
+@routes.post("/admin/closures")
+async def closures_add(request: web.Request) -> web.StreamResponse:
+    require(request, (Role.ADMIN,))
+    form = await form_data(request)
+    try:
+        day = date.fromisoformat(form.get("day", ""))
+    except ValueError:
+        return await _closures(request, status=422, error=ErrorCode.DATE_INVALID.value)
+    try:
+        await services(request).bookings.do_add_closure(day, form.get("name", ""))
+    except UserError as exc:
+        return await _closures(request, status=422, error=exc.code.value)
+    raise web.HTTPSeeOther("/admin/closures")
+
+
+@routes.post("/admin/closures/{day}/delete")
+async def closures_delete(request: web.Request) -> web.StreamResponse:
+    require(request, (Role.ADMIN,))
+    try:
+        day = date.fromisoformat(request.match_info["day"])
+    except ValueError:
+        raise UserError(ErrorCode.NOT_FOUND) from None
+    await services(request).bookings.do_remove_closure(day)
+    raise web.HTTPSeeOther("/admin/closures")
