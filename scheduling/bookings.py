@@ -14,6 +14,8 @@ the database's refusal, reported as "taken".
 from __future__ import annotations
 
 import uuid
+from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from enum import StrEnum
@@ -202,24 +204,39 @@ class Bookings:
         self, session: AsyncSession, case: Case, calendar: Calendar
     ) -> tuple[date, date]:
         """The first and last day the case's meeting may take place."""
-        latest = await session.execute(
-            select(CaseEvent.kind, func.max(CaseEvent.at))
-            .where(
-                CaseEvent.case_id == case.id,
-                CaseEvent.kind.in_([Action.SUBMIT, Action.COMPLETE_INTEGRATION, Action.ADMIT]),
+        return (await self.windows(session, [case], calendar))[case.id]
+
+    async def windows(
+        self, session: AsyncSession, cases: Sequence[Case], calendar: Calendar
+    ) -> dict[uuid.UUID, tuple[date, date]]:
+        """Each case's window, from the latest submission or completion (the deadline) and the
+        admission (the minimum notice), read in one query."""
+        latest: dict[uuid.UUID, dict[str, datetime]] = defaultdict(dict)
+        if cases:
+            rows = await session.execute(
+                select(CaseEvent.case_id, CaseEvent.kind, func.max(CaseEvent.at))
+                .where(
+                    CaseEvent.case_id.in_([c.id for c in cases]),
+                    CaseEvent.kind.in_([Action.SUBMIT, Action.COMPLETE_INTEGRATION, Action.ADMIT]),
+                )
+                .group_by(CaseEvent.case_id, CaseEvent.kind)
             )
-            .group_by(CaseEvent.kind)
-        )
-        events: dict[str, datetime] = dict(latest.all())
-        complete = max(
-            (events[k] for k in (Action.SUBMIT, Action.COMPLETE_INTEGRATION) if k in events),
-            default=case.submitted_at or self.clock.now(),
-        )
-        admitted = events.get(Action.ADMIT, self.clock.now())
-        earliest = calendar.add_working_days(
-            admitted.astimezone(ROME).date(), self.rules.min_notice_days
-        )
-        return earliest, self.deadline(case, complete)
+            for case_id, kind, at in rows.all():
+                latest[case_id][kind] = at
+        now = self.clock.now()
+        found = {}
+        for case in cases:
+            events = latest[case.id]
+            complete = max(
+                (events[k] for k in (Action.SUBMIT, Action.COMPLETE_INTEGRATION) if k in events),
+                default=case.submitted_at or now,
+            )
+            admitted = events.get(Action.ADMIT, now)
+            earliest = calendar.add_working_days(
+                admitted.astimezone(ROME).date(), self.rules.min_notice_days
+            )
+            found[case.id] = (earliest, self.deadline(case, complete))
+        return found
 
     def deadline(self, case: Case, complete: datetime) -> date:
         """The last day of the first meeting: 40 days from the complete request, and within the

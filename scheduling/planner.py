@@ -19,13 +19,13 @@ from datetime import date, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, ForeignKey, String, func, select
+from sqlalchemy import JSON, ForeignKey, String, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
 from cases.accounts import Account, Role, Status
-from cases.casefile import Case, CaseEvent
-from cases.lifecycle import Action, CaseStatus
+from cases.casefile import Case
+from cases.lifecycle import CaseStatus
 from core.clock import ROME, Clock
 from core.db import Base, Database, UTCDateTime
 from core.errors import ErrorCode, UserError
@@ -88,40 +88,20 @@ class Planner:
                 select(Case).where(Case.status == CaseStatus.ADMITTED).order_by(Case.id)
             )
         )
-        latest: dict[uuid.UUID, dict[str, datetime]] = defaultdict(dict)
-        if cases:
-            rows = await session.execute(
-                select(CaseEvent.case_id, CaseEvent.kind, func.max(CaseEvent.at))
-                .where(
-                    CaseEvent.case_id.in_([c.id for c in cases]),
-                    CaseEvent.kind.in_([Action.SUBMIT, Action.COMPLETE_INTEGRATION, Action.ADMIT]),
-                )
-                .group_by(CaseEvent.case_id, CaseEvent.kind)
-            )
-            for case_id, kind, at in rows.all():
-                latest[case_id][kind] = at
-        now = self.clock.now()
+        windows = await self.bookings.windows(session, cases, calendar)
         pending = []
         for case in cases:
-            events = latest[case.id]
-            complete = max(
-                (events[k] for k in (Action.SUBMIT, Action.COMPLETE_INTEGRATION) if k in events),
-                default=case.submitted_at or now,
-            )
-            admitted = events.get(Action.ADMIT, now)
-            earliest = calendar.add_working_days(
-                admitted.astimezone(ROME).date(), self.bookings.rules.min_notice_days
-            )
+            earliest, deadline = windows[case.id]
             pending.append(
                 PendingCase(
                     str(case.id),
                     str(case.company_id),
                     earliest,
-                    self.bookings.deadline(case, complete),
+                    deadline,
                     frozenset(case.availability or []),
                 )
             )
-            note("case", case.id, case.status, case.company_id, earliest, pending[-1].deadline)
+            note("case", case.id, case.status, case.company_id, earliest, deadline)
         meetings = list(
             await session.scalars(
                 select(Meeting)

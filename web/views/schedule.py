@@ -77,10 +77,11 @@ async def schedule_page(request: web.Request) -> web.StreamResponse:
             )
         }
         companies = {c.id: c.name for c in await session.scalars(select(Company))}
-        queue: list[dict[str, Any]] = []
-        for case in waiting:
-            earliest, deadline = await svc.bookings.window(session, case, calendar)
-            queue.append({"case": case, "earliest": earliest, "deadline": deadline})
+        windows = await svc.bookings.windows(session, waiting, calendar)
+        queue: list[dict[str, Any]] = [
+            {"case": case, "earliest": windows[case.id][0], "deadline": windows[case.id][1]}
+            for case in waiting
+        ]
     queue.sort(key=lambda row: (row["deadline"], row["case"].code or ""))
     days = [monday + timedelta(days=i) for i in range(5)]
     grid: dict[tuple[date, int], list[Meeting]] = {}
