@@ -330,8 +330,14 @@ class CaseFiles:
         action: Action,
         note: str | None,
     ) -> None:
-        if self.alerts is None or action in (Action.SCHEDULE, Action.CANCEL_MEETING):
-            return  # a meeting set or cancelled is announced by its invitation (scheduling)
+        if self.alerts is None or action in (
+            Action.SCHEDULE,
+            Action.CANCEL_MEETING,
+            Action.HOLD_MEETING,
+        ):
+            # A meeting set or cancelled is announced by its invitation (scheduling); the
+            # parties are in the meeting when it is held.
+            return
         if action == Action.SUBMIT:
             company = await session.get(Company, case.company_id) if case.company_id else None
             await self.alerts.send(

@@ -120,7 +120,8 @@ STEPS: dict[Action, Step] = {
     Action.SCHEDULE: _step({S.ADMITTED}, S.SCHEDULED, {A.SCHEDULER, A.SYSTEM}),
     Action.CANCEL_MEETING: _step({S.SCHEDULED}, S.ADMITTED, {A.SCHEDULER}),
     Action.HOLD_MEETING: _step({S.SCHEDULED}, S.MEETING_HELD, {A.CONCILIATOR}),
-    Action.ADJOURN: _step({S.MEETING_HELD}, S.SCHEDULED, {A.CONCILIATOR, A.SCHEDULER}),
+    # An adjourned case waits for its next slot again (booked at once when one is free).
+    Action.ADJOURN: _step({S.MEETING_HELD}, S.ADMITTED, {A.CONCILIATOR, A.SCHEDULER}),
     Action.RECORD_AGREEMENT: _step({S.MEETING_HELD}, S.CLOSED, {A.CONCILIATOR}, Outcome.AGREEMENT),
     Action.RECORD_NO_AGREEMENT: _step(
         {S.MEETING_HELD}, S.CLOSED, {A.CONCILIATOR}, Outcome.NO_AGREEMENT

@@ -90,6 +90,8 @@ class ErrorCode(StrEnum):
     CONCILIATOR_DAY_FULL = "conciliator_day_full"
     COMPANY_FULL = "company_full"
     PROPOSAL_STALE = "proposal_stale"
+    MEETING_NOT_STARTED = "meeting_not_started"
+    ALREADY_EXTENDED = "already_extended"
     # the life of a case
     TRANSITION_REFUSED = "transition_refused"
     # uploaded files

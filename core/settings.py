@@ -72,6 +72,9 @@ class Settings(BaseSettings):
     min_notice_days: int = 5  # working days between admission and the first possible meeting
     first_meeting_days: int = 40  # first meeting within this many days of the complete request
     procedure_days: int = 90  # the whole procedure within this many days of filing
+    extension_days: int = 30  # the procedure may be extended once by this many days
+    room_opens_minutes: int = 15  # the meeting room opens this long before the slot
+    room_grace_minutes: int = 30  # and closes at the latest this long after the slot's end
     schedule_weeks: int = 4  # the horizon of the batch allocation
 
     argon2_time_cost: int = 3

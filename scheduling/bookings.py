@@ -37,11 +37,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
 from cases.accounts import Account, Role, Status
+from cases.alerts import Audience
 from cases.casefile import Case, CaseEvent, CaseFiles, case_for, record
 from cases.lifecycle import Action, Actor, CaseStatus
 from core.clock import ROME, Clock
 from core.db import Base, Database, UTCDateTime
-from core.errors import ErrorCode, UserError
+from core.errors import ErrorCode, FieldErrors, UserError
 from core.ids import new_id
 from core.jobs import drop_jobs, schedule_job
 from scheduling.calendar import Calendar, Slot
@@ -101,6 +102,15 @@ class CompanyCapacity(Base):
 REMINDER_JOB = "meeting_reminder"
 REMINDERS_HOURS = (24, 1)
 SCHEDULED_ONLY = text("status = 'scheduled'")
+EXTENDED = "procedure_extended"  # the timeline's mark of the procedure's extension
+EXTENDABLE = frozenset({CaseStatus.ADMITTED, CaseStatus.SCHEDULED, CaseStatus.MEETING_HELD})
+WINDOW_EVENTS = (
+    Action.SUBMIT,
+    Action.COMPLETE_INTEGRATION,
+    Action.ADMIT,
+    Action.ADJOURN,
+    EXTENDED,
+)
 
 
 class Meeting(Base):
@@ -157,6 +167,30 @@ class Rules:
     min_notice_days: int = 5  # working days between admission and the meeting
     first_meeting_days: int = 40  # from the complete request to the first meeting
     procedure_days: int = 90  # from filing to the end of the whole procedure
+    extension_days: int = 30  # the procedure may be extended once by this much
+    room_opens_minutes: int = 15  # the room (and the "join" button) opens before the start
+    room_grace_minutes: int = 30  # and stays open after the slot's end until then at the latest
+
+    def room_open(self, meeting: Meeting, now: datetime) -> bool:
+        return (
+            meeting.starts_at - timedelta(minutes=self.room_opens_minutes)
+            <= now
+            < meeting.ends_at + timedelta(minutes=self.room_grace_minutes)
+        )
+
+    def room_opens(self, meeting: Meeting) -> datetime:
+        return meeting.starts_at - timedelta(minutes=self.room_opens_minutes)
+
+
+@dataclass(frozen=True)
+class Window:
+    """When a case's meeting may take place, and the dates that bound it."""
+
+    earliest: date
+    deadline: date  # the last day for the (next) meeting
+    procedure_end: date  # the last day of the whole procedure
+    extended: bool  # the procedure was extended
+    adjourned: bool  # the next meeting continues an adjourned one
 
 
 class Bookings:
@@ -200,24 +234,23 @@ class Bookings:
             await session.delete(closure)
             await session.commit()
 
-    async def window(
-        self, session: AsyncSession, case: Case, calendar: Calendar
-    ) -> tuple[date, date]:
-        """The first and last day the case's meeting may take place."""
+    async def window(self, session: AsyncSession, case: Case, calendar: Calendar) -> Window:
+        """When the case's meeting may take place."""
         return (await self.windows(session, [case], calendar))[case.id]
 
     async def windows(
         self, session: AsyncSession, cases: Sequence[Case], calendar: Calendar
-    ) -> dict[uuid.UUID, tuple[date, date]]:
-        """Each case's window, from the latest submission or completion (the deadline) and the
-        admission (the minimum notice), read in one query."""
+    ) -> dict[uuid.UUID, Window]:
+        """Each case's window, from its events read in one query: the latest submission or
+        completion (the first meeting's deadline), the filing (the procedure's end, later when
+        extended), the admission (the minimum notice) or the adjournment (the next meeting)."""
         latest: dict[uuid.UUID, dict[str, datetime]] = defaultdict(dict)
         if cases:
             rows = await session.execute(
                 select(CaseEvent.case_id, CaseEvent.kind, func.max(CaseEvent.at))
                 .where(
                     CaseEvent.case_id.in_([c.id for c in cases]),
-                    CaseEvent.kind.in_([Action.SUBMIT, Action.COMPLETE_INTEGRATION, Action.ADMIT]),
+                    CaseEvent.kind.in_(WINDOW_EVENTS),
                 )
                 .group_by(CaseEvent.case_id, CaseEvent.kind)
             )
@@ -231,19 +264,26 @@ class Bookings:
                 (events[k] for k in (Action.SUBMIT, Action.COMPLETE_INTEGRATION) if k in events),
                 default=case.submitted_at or now,
             )
-            admitted = events.get(Action.ADMIT, now)
-            earliest = calendar.add_working_days(
-                admitted.astimezone(ROME).date(), self.rules.min_notice_days
+            filed = (case.submitted_at or complete).astimezone(ROME).date()
+            extended = EXTENDED in events
+            end = filed + timedelta(
+                days=self.rules.procedure_days + (self.rules.extension_days if extended else 0)
             )
-            found[case.id] = (earliest, self.deadline(case, complete))
+            adjourned = events.get(Action.ADJOURN)
+            if adjourned is not None:
+                # A continued meeting: the parties agreed on it in the meeting, so the next
+                # working day will do; the first meeting's deadline was met.
+                earliest = calendar.add_working_days(adjourned.astimezone(ROME).date(), 1)
+                deadline = end
+            else:
+                admitted = events.get(Action.ADMIT, now)
+                earliest = calendar.add_working_days(
+                    admitted.astimezone(ROME).date(), self.rules.min_notice_days
+                )
+                first = complete.astimezone(ROME).date()
+                deadline = min(first + timedelta(days=self.rules.first_meeting_days), end)
+            found[case.id] = Window(earliest, deadline, end, extended, adjourned is not None)
         return found
-
-    def deadline(self, case: Case, complete: datetime) -> date:
-        """The last day of the first meeting: 40 days from the complete request, and within the
-        procedure's 90 days from filing."""
-        first = complete.astimezone(ROME).date() + timedelta(days=self.rules.first_meeting_days)
-        filed = (case.submitted_at or complete).astimezone(ROME).date()
-        return min(first, filed + timedelta(days=self.rules.procedure_days))
 
     async def do_book(
         self,
@@ -360,11 +400,11 @@ class Bookings:
         if slot is None:
             local = starts_at.astimezone(ROME).date()
             raise UserError(ErrorCode.SLOT_NOT_AVAILABLE, reason=calendar.day_off(local) or "")
-        earliest, deadline = await self.window(session, case, calendar)
-        if slot.day > deadline:
-            raise UserError(ErrorCode.PAST_DEADLINE, deadline=deadline.isoformat())
-        if slot.day < earliest:
-            raise UserError(ErrorCode.TOO_SOON, earliest=earliest.isoformat())
+        window = await self.window(session, case, calendar)
+        if slot.day > window.deadline:
+            raise UserError(ErrorCode.PAST_DEADLINE, deadline=window.deadline.isoformat())
+        if slot.day < window.earliest:
+            raise UserError(ErrorCode.TOO_SOON, earliest=window.earliest.isoformat())
         await self._check_conciliator(session, conciliator_id, slot)
         return slot, await self._free_seat(session, case.company_id, slot)
 
@@ -491,6 +531,96 @@ class Bookings:
             await session.commit()
         self.files.wake_mail()
         return meeting
+
+    async def do_hold(self, conciliator: Account, meeting_id: uuid.UUID) -> Meeting:
+        """The meeting's conciliator records that it takes place (from when its room opens)."""
+        async with self.db.session() as session:
+            meeting = await session.get(Meeting, meeting_id, with_for_update=True)
+            if meeting is None:
+                raise UserError(ErrorCode.NOT_FOUND)
+            case, actor = await case_for(session, conciliator, meeting.case_id, lock=True)
+            if actor != Actor.CONCILIATOR or meeting.conciliator_id != conciliator.id:
+                raise UserError(ErrorCode.FORBIDDEN)
+            if meeting.status != MeetingStatus.SCHEDULED:
+                raise UserError(ErrorCode.TRANSITION_REFUSED, "the meeting is not scheduled")
+            opens = self.rules.room_opens(meeting)
+            if self.clock.now() < opens:
+                raise UserError(
+                    ErrorCode.MEETING_NOT_STARTED,
+                    opens=opens.astimezone(ROME).strftime("%d/%m/%Y %H:%M"),
+                )
+            await self.files.step_in(session, case, actor, conciliator, Action.HOLD_MEETING)
+            meeting.status = MeetingStatus.HELD
+            meeting.updated_at = self.clock.now()
+            await drop_jobs(session, f"meeting:{meeting.id}")  # no reminders any more
+            await session.commit()
+        return meeting
+
+    async def do_extend(self, account: Account, case_id: uuid.UUID, reason: str) -> Window:
+        """Extend the procedure once (by ``Rules.extension_days``), with the reason, telling
+        both parties; the scheduler or a conciliator decides it."""
+        text_reason = " ".join(reason.split())[:500]
+        if not text_reason:
+            raise FieldErrors({"reason": [ErrorCode.REQUIRED]})
+        async with self.db.session() as session:
+            case, actor = await case_for(session, account, case_id, lock=True)
+            if actor not in (Actor.SCHEDULER, Actor.CONCILIATOR):
+                raise UserError(ErrorCode.FORBIDDEN)
+            if case.status not in EXTENDABLE:
+                raise UserError(ErrorCode.TRANSITION_REFUSED, "the procedure is not running")
+            calendar = await self.calendar(session)
+            if (await self.window(session, case, calendar)).extended:
+                raise UserError(ErrorCode.ALREADY_EXTENDED)
+            now = self.clock.now()
+            record(
+                session,
+                case,
+                at=now,
+                account_id=account.id,
+                actor=actor,
+                kind=EXTENDED,
+                note=text_reason,
+            )
+            await session.flush()
+            window = await self.window(session, case, calendar)
+            if self.files.alerts is not None:
+                await self.files.alerts.send(
+                    session,
+                    case,
+                    (Audience.APPLICANT, Audience.COMPANY),
+                    "procedure_extended",
+                    end=window.procedure_end.strftime("%d/%m/%Y"),
+                    reason=text_reason,
+                )
+            await session.commit()
+        self.files.wake_mail()
+        return window
+
+    async def participation(
+        self, account: Account, meeting_id: uuid.UUID
+    ) -> tuple[Meeting, Case, Actor]:
+        """The meeting, its case and ``account``'s part in it, if ``account`` takes part: the
+        applicant's side (only the delegate on a delegated case), the company's representatives,
+        the meeting's own conciliator. ``NOT_FOUND`` for anyone else, as for a guessed id."""
+        async with self.db.session() as session:
+            meeting = await session.get(Meeting, meeting_id)
+            if meeting is None:
+                raise UserError(ErrorCode.NOT_FOUND)
+            case, actor = await case_for(session, account, meeting.case_id)
+        if actor in (Actor.APPLICANT, Actor.COMPANY) or (
+            actor == Actor.CONCILIATOR and meeting.conciliator_id == account.id
+        ):
+            return meeting, case, actor
+        raise UserError(ErrorCode.NOT_FOUND)
+
+    async def held_meeting(self, session: AsyncSession, case_id: uuid.UUID) -> Meeting | None:
+        """The case's last held meeting, if any."""
+        return await session.scalar(
+            select(Meeting)
+            .where(Meeting.case_id == case_id, Meeting.status == MeetingStatus.HELD)
+            .order_by(Meeting.starts_at.desc())
+            .limit(1)
+        )
 
     async def meeting_of(self, session: AsyncSession, case_id: uuid.UUID) -> Meeting | None:
         """The case's scheduled meeting, if any."""

@@ -7,14 +7,19 @@ result with a fingerprint of what it read. ``do_commit`` re-reads the same thing
 changed meanwhile (a booking, an absence, a new admitted case…) the proposal is stale and is
 refused with a clear message; otherwise every meeting is booked in one transaction, through the
 same checks and database constraints as a manual booking, so it lands whole or not at all.
+
+On the web the proposal is computed in the background (``do_begin`` then ``start``): its row
+says which stage it has reached, so the scheduler's page — on whichever node — shows progress.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import uuid
 from collections import defaultdict
+from collections.abc import Callable
 from datetime import date, datetime, timedelta
 from enum import StrEnum
 from typing import Any
@@ -24,11 +29,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
 from cases.accounts import Account, Role, Status
-from cases.casefile import Case
-from cases.lifecycle import CaseStatus
+from cases.casefile import Case, case_for
+from cases.lifecycle import Action, Actor, CaseStatus
 from core.clock import ROME, Clock
 from core.db import Base, Database, UTCDateTime
 from core.errors import ErrorCode, UserError
+from core.i18n import N_
 from core.ids import new_id
 from scheduling.allocation import Allocation, Conciliator, PendingCase, allocate
 from scheduling.bookings import (
@@ -45,9 +51,23 @@ PLANNERS = frozenset({Role.SCHEDULER})
 
 
 class ProposalStatus(StrEnum):
+    COMPUTING = "computing"
     PROPOSED = "proposed"
     COMMITTED = "committed"
     DISCARDED = "discarded"
+    FAILED = "failed"
+
+
+# The stages of a proposal's computation, shown as its progress.
+STAGES = (
+    N_("Reading the cases, conciliators and companies"),
+    N_("Solving the allocation"),
+    N_("Preparing the preview"),
+)
+# A proposal still "computing" after this long was lost with its node: it is marked failed.
+ABANDONED_AFTER = timedelta(minutes=10)
+Progress = Callable[[int, int, str], None]
+log = logging.getLogger(__name__)
 
 
 class Proposal(Base):
@@ -69,29 +89,31 @@ class Planner:
         self.clock = clock
         self.bookings = bookings
         self.weeks = weeks
+        self._running: set[asyncio.Task[Proposal]] = set()
 
     def _allowed(self, account: Account) -> None:
         if account.role not in PLANNERS:
             raise UserError(ErrorCode.FORBIDDEN)
 
     async def _inputs(
-        self, session: AsyncSession, calendar: Calendar
+        self, session: AsyncSession, calendar: Calendar, only: uuid.UUID | None = None
     ) -> tuple[list[PendingCase], list[Conciliator], dict[str, int], dict[Any, int], str]:
-        """What the allocation depends on, and a fingerprint of it."""
+        """What the allocation depends on (for every case waiting, or ``only`` that one), and a
+        fingerprint of it."""
         digest = hashlib.sha256()
 
         def note(*values: object) -> None:
             digest.update(repr(values).encode())
 
-        cases = list(
-            await session.scalars(
-                select(Case).where(Case.status == CaseStatus.ADMITTED).order_by(Case.id)
-            )
-        )
+        waiting = select(Case).where(Case.status == CaseStatus.ADMITTED).order_by(Case.id)
+        if only is not None:
+            waiting = waiting.where(Case.id == only)
+        cases = list(await session.scalars(waiting))
         windows = await self.bookings.windows(session, cases, calendar)
         pending = []
         for case in cases:
-            earliest, deadline = windows[case.id]
+            window = windows[case.id]
+            earliest, deadline = window.earliest, window.deadline
             pending.append(
                 PendingCase(
                     str(case.id),
@@ -159,26 +181,76 @@ class Planner:
         first = today + timedelta(days=1)
         return first, first + timedelta(weeks=self.weeks) - timedelta(days=1)
 
-    async def do_propose(self, account: Account) -> Proposal:
-        """Compute a proposal over the horizon and keep it for preview."""
+    async def do_begin(self, account: Account) -> Proposal:
+        """Open a proposal that is still being computed (``run`` fills it in)."""
         self._allowed(account)
         first, last = self.horizon()
+        proposal = Proposal(
+            id=new_id(),
+            created_by_id=account.id,
+            created_at=self.clock.now(),
+            status=ProposalStatus.COMPUTING,
+            fingerprint="",
+            body={"first": first.isoformat(), "last": last.isoformat(), "stage": 0},
+        )
         async with self.db.session() as session:
+            session.add(proposal)
+            await session.commit()
+        return proposal
+
+    async def _stage(self, proposal_id: uuid.UUID, stage: int, **counts: int) -> None:
+        async with self.db.session() as session:
+            proposal = await session.get(Proposal, proposal_id, with_for_update=True)
+            if proposal is not None and proposal.status == ProposalStatus.COMPUTING:
+                proposal.body = {**proposal.body, "stage": stage, **counts}
+                await session.commit()
+
+    async def run(self, proposal_id: uuid.UUID, progress: Progress | None = None) -> Proposal:
+        """Compute the proposal opened by ``do_begin``, its progress written after each stage
+        so that any node can show it; a failure marks it failed rather than leaving it hanging."""
+        try:
+            return await self._run(proposal_id, progress)
+        except UserError:
+            raise  # discarded or never begun: nothing to mark
+        except Exception:
+            log.exception("the automatic allocation %s failed", proposal_id)
+            async with self.db.session() as session:
+                proposal = await session.get(Proposal, proposal_id, with_for_update=True)
+                if proposal is not None and proposal.status == ProposalStatus.COMPUTING:
+                    proposal.status = ProposalStatus.FAILED
+                    await session.commit()
+            raise
+
+    async def _run(self, proposal_id: uuid.UUID, progress: Progress | None) -> Proposal:
+        async def stage(number: int, **counts: int) -> None:
+            await self._stage(proposal_id, number, **counts)
+            if progress is not None:
+                progress(number, len(STAGES), STAGES[number - 1])
+
+        await stage(1)
+        async with self.db.session() as session:
+            proposal = await session.get(Proposal, proposal_id)
+            if proposal is None or proposal.status != ProposalStatus.COMPUTING:
+                raise UserError(ErrorCode.NOT_FOUND)
+            first = date.fromisoformat(proposal.body["first"])
+            last = date.fromisoformat(proposal.body["last"])
             calendar = await self.bookings.calendar(session)
             pending, conciliators, capacity, used, fingerprint = await self._inputs(
                 session, calendar
             )
         slots = calendar.slots(first, last)
+        await stage(2, cases=len(pending), slots=len(slots), conciliators=len(conciliators))
         result: Allocation = await asyncio.to_thread(
             allocate, pending, slots, conciliators, capacity, used
         )
-        proposal = Proposal(
-            id=new_id(),
-            created_by_id=account.id,
-            created_at=self.clock.now(),
-            status=ProposalStatus.PROPOSED,
-            fingerprint=fingerprint,
-            body={
+        await stage(3)
+        async with self.db.session() as session:
+            proposal = await session.get(Proposal, proposal_id, with_for_update=True)
+            if proposal is None or proposal.status != ProposalStatus.COMPUTING:
+                raise UserError(ErrorCode.NOT_FOUND)  # discarded while it was computed
+            proposal.status = ProposalStatus.PROPOSED
+            proposal.fingerprint = fingerprint
+            proposal.body = {
                 "first": first.isoformat(),
                 "last": last.isoformat(),
                 "placements": [
@@ -192,19 +264,112 @@ class Planner:
                     "earliness": result.score.earliness,
                     "load": result.score.load,
                 },
-            },
-        )
-        async with self.db.session() as session:
-            session.add(proposal)
+            }
             await session.commit()
         return proposal
+
+    def start(self, proposal: Proposal) -> None:
+        """Compute ``proposal`` in the background; the page follows its progress."""
+        task = asyncio.create_task(self.run(proposal.id), name=f"proposal-{proposal.id}")
+        self._running.add(task)
+        task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task[Proposal]) -> None:
+        self._running.discard(task)
+        if not task.cancelled():
+            task.exception()  # already logged by run(); read so asyncio does not warn
+
+    async def close(self) -> None:
+        """Stop proposals still being computed (they are marked failed on the next read)."""
+        for task in list(self._running):
+            task.cancel()
+        await asyncio.gather(*self._running, return_exceptions=True)
+
+    async def do_propose(self, account: Account, progress: Progress | None = None) -> Proposal:
+        """Compute a proposal over the horizon here and now, and keep it for preview."""
+        return await self.run((await self.do_begin(account)).id, progress)
+
+    async def do_adjourn(
+        self,
+        account: Account,
+        case_id: uuid.UUID,
+        *,
+        starts_at: datetime | None = None,
+        conciliator_id: uuid.UUID | None = None,
+        note: str | None = None,
+    ) -> Meeting | None:
+        """Adjourn a held meeting (rinvio) and book its continuation in the same transaction:
+        in the slot given, else in the best free one (the parties' preferences, then the
+        earliest), with the same conciliator when possible. ``None``: no slot is free before
+        the procedure's end, and the case waits in the scheduler's queue."""
+        async with self.db.session() as session:
+            case, actor = await case_for(session, account, case_id, lock=True)
+            held = await self.bookings.held_meeting(session, case.id)
+            if held is None or case.status != CaseStatus.MEETING_HELD:
+                raise UserError(ErrorCode.TRANSITION_REFUSED, "no meeting was held")
+            if actor == Actor.CONCILIATOR and held.conciliator_id != account.id:
+                raise UserError(ErrorCode.FORBIDDEN)
+            await self.bookings.files.step_in(session, case, actor, account, Action.ADJOURN, note)
+            await session.flush()
+            calendar = await self.bookings.calendar(session)
+            # The conciliator books as the service does; a scheduler as themself.
+            booker = account if actor == Actor.SCHEDULER else None
+            if starts_at is not None:
+                meeting: Meeting | None = await self.bookings.book_in(
+                    session,
+                    calendar,
+                    booker,
+                    case.id,
+                    starts_at,
+                    conciliator_id or held.conciliator_id,
+                )
+            else:
+                meeting = await self._first_free(session, calendar, booker, case, held)
+            await session.commit()
+        self.bookings.files.wake_mail()
+        return meeting
+
+    async def _first_free(
+        self,
+        session: AsyncSession,
+        calendar: Calendar,
+        booker: Account | None,
+        case: Case,
+        held: Meeting,
+    ) -> Meeting | None:
+        pending, conciliators, capacity, used, _ = await self._inputs(session, calendar, case.id)
+        if not pending:
+            return None
+        first, _last = self.horizon()
+        slots = calendar.slots(first, max(first, pending[0].deadline))
+        same = [c for c in conciliators if c.id == str(held.conciliator_id)]
+        for pool in (same, conciliators):
+            if not pool:
+                continue
+            found = await asyncio.to_thread(allocate, pending, slots, pool, capacity, used)
+            for placement in found.placements:
+                return await self.bookings.book_in(
+                    session,
+                    calendar,
+                    booker,
+                    case.id,
+                    placement.slot.starts_at,
+                    uuid.UUID(placement.conciliator_id),
+                )
+        return None
 
     async def get(self, account: Account, proposal_id: uuid.UUID) -> Proposal:
         self._allowed(account)
         async with self.db.session() as session:
             proposal = await session.get(Proposal, proposal_id)
-        if proposal is None:
-            raise UserError(ErrorCode.NOT_FOUND)
+            if proposal is None:
+                raise UserError(ErrorCode.NOT_FOUND)
+            if (
+                proposal.status == ProposalStatus.COMPUTING
+                and self.clock.now() - proposal.created_at > ABANDONED_AFTER
+            ):
+                proposal.status = ProposalStatus.FAILED
+                await session.commit()
         return proposal
 
     async def do_commit(self, account: Account, proposal_id: uuid.UUID) -> list[Meeting]:
@@ -248,6 +413,6 @@ class Planner:
             proposal = await session.get(Proposal, proposal_id, with_for_update=True)
             if proposal is None:
                 raise UserError(ErrorCode.NOT_FOUND)
-            if proposal.status == ProposalStatus.PROPOSED:
+            if proposal.status in (ProposalStatus.PROPOSED, ProposalStatus.COMPUTING):
                 proposal.status = ProposalStatus.DISCARDED
             await session.commit()

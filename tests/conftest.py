@@ -29,6 +29,7 @@ from tests.services import (
     unavailable,
 )
 from tests.support import Env
+from tests.worlds import world  # noqa: F401  (a fixture for the scheduling tests)
 from web.app import create_app
 from web.migrate import upgrade
 

@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 
 import pytest
 from sqlalchemy import func, select
 
 from cases.accounts import Account
-from cases.casefile import Case, CaseEvent
-from cases.companies import do_create_company
-from cases.lifecycle import Action, CaseStatus
+from cases.lifecycle import CaseStatus
 from core.clock import ROME
 from core.errors import ErrorCode, UserError
 from scheduling.bookings import (
@@ -22,71 +20,8 @@ from scheduling.bookings import (
     ConciliatorProfile,
     Meeting,
 )
-from tests.support import VALID_VAT, Env, domain_request, registered, sign_in, staff, staff_sign_in
-
-
-def rome(day: date, hour: int, minute: int = 0) -> datetime:
-    return datetime(day.year, day.month, day.day, hour, minute, tzinfo=ROME).astimezone(UTC)
-
-
-class World:
-    def __init__(
-        self, env: Env, company_id: uuid.UUID, scheduler: Account, k1: Account, k2: Account
-    ):
-        self.env, self.company_id, self.scheduler, self.k1, self.k2 = (
-            env,
-            company_id,
-            scheduler,
-            k1,
-            k2,
-        )
-
-    async def admitted_case(self, pod: str = "IT001E12345678") -> uuid.UUID:
-        svc = self.env.services
-        case_id = uuid.UUID(
-            await domain_request(self.env, "cliente", str(self.company_id), supply={"pod": pod})
-        )
-        desk = await svc.accounts.by_username("sportello")
-        assert desk is not None
-        await svc.files.do_step(desk, case_id, Action.ADMIT)
-        return case_id
-
-
-async def account(env: Env, name: str) -> Account:
-    found = await env.services.accounts.by_username(name)
-    assert found is not None
-    return found
-
-
-@pytest.fixture
-async def world(env: Env) -> World:
-    company = await do_create_company(
-        env.services.db,
-        name="Energia A",
-        vat=VALID_VAT,
-        sectors=["electricity"],
-        now=env.clock.now(),
-    )
-    await registered(env, "cliente")
-    for name, role in (
-        ("sportello", "helpdesk"),
-        ("pianificatore", "scheduler"),
-        ("conciliatore1", "conciliator"),
-        ("conciliatore2", "conciliator"),
-    ):
-        await staff(env, name, role=role)
-    return World(
-        env,
-        company.id,
-        await account(env, "pianificatore"),
-        await account(env, "conciliatore1"),
-        await account(env, "conciliatore2"),
-    )
-
-
-# The test clock starts on Monday 23 November 2026: admitted then, the first possible day is
-# Monday 30 November (five working days); the deadline is 40 days after the request.
-FIRST = date(2026, 11, 30)
+from tests.support import registered, sign_in, staff_sign_in
+from tests.worlds import FIRST, World, account, admitted_rows, rome
 
 
 async def refused(world: World, case_id: uuid.UUID, when: datetime, who: Account) -> ErrorCode:
@@ -179,45 +114,6 @@ async def test_the_daily_limit(world: World) -> None:
     )
 
 
-async def admitted_rows(world: World, count: int) -> list[uuid.UUID]:
-    """Admitted cases written straight to the database (the race is about booking them)."""
-    now = world.env.clock.now()
-    ids = []
-    async with world.env.services.db.session() as session:
-        customer = await account(world.env, "cliente")
-        for i in range(count):
-            case = Case(
-                id=uuid.uuid4(),
-                code=f"CONC-2026-{900000 + i}",
-                status=CaseStatus.ADMITTED,
-                created_by_id=customer.id,
-                customer_id=customer.id,
-                company_id=world.company_id,
-                sector="electricity",
-                created_at=now,
-                submitted_at=now,
-                answers={},
-                meeting_mode="chat",
-            )
-            session.add(case)
-            await session.flush()
-            for kind in ("submit", "admit"):
-                session.add(
-                    CaseEvent(
-                        case_id=case.id,
-                        at=now,
-                        actor="desk",
-                        kind=kind,
-                        from_status=None,
-                        to_status=CaseStatus.ADMITTED,
-                    )
-                )
-            ids.append(case.id)
-        session.add(CompanyCapacity(company_id=world.company_id, per_slot=50))
-        await session.commit()
-    return ids
-
-
 async def test_fifty_schedulers_racing_for_one_conciliator_slot_book_it_once(world: World) -> None:
     svc = world.env.services
     cases = await admitted_rows(world, 50)
@@ -304,6 +200,30 @@ async def test_a_stale_proposal_is_refused_and_books_nothing(world: World) -> No
     assert error.value.code == ErrorCode.FORBIDDEN
 
 
+async def test_a_proposal_reports_its_stages_and_can_be_stopped(world: World) -> None:
+    svc = world.env.services
+    await admitted_rows(world, 3)
+    seen: list[tuple[int, int]] = []
+    proposal = await svc.planner.do_propose(
+        world.scheduler, lambda stage, of, _label: seen.append((stage, of))
+    )
+    assert seen == [(1, 3), (2, 3), (3, 3)] and proposal.status == "proposed"
+    # Stopped while computing: the computation finds it discarded and saves nothing.
+    begun = await svc.planner.do_begin(world.scheduler)
+    assert begun.status == "computing"
+    await svc.planner.do_discard(world.scheduler, begun.id)
+    with pytest.raises(UserError):
+        await svc.planner.run(begun.id)
+    assert (await svc.planner.get(world.scheduler, begun.id)).status == "discarded"
+    # A computation lost with its node is reported as failed, not left spinning.
+    lost = await svc.planner.do_begin(world.scheduler)
+    world.env.advance(minutes=11)
+    assert (await svc.planner.get(world.scheduler, lost.id)).status == "failed"
+    with pytest.raises(UserError) as error:
+        await svc.planner.do_commit(world.scheduler, lost.id)
+    assert error.value.code == ErrorCode.PROPOSAL_STALE
+
+
 async def test_the_scheduler_pages_propose_preview_and_book(world: World) -> None:
     env = world.env
     cases = await admitted_rows(world, 2)
@@ -314,8 +234,15 @@ async def test_the_scheduler_pages_propose_preview_and_book(world: World) -> Non
     assert page.text.count("CONC-2026-9000") == 2
     proposed = await browser.post("/schedule/proposals", {}, csrf=page.csrf)
     assert proposed.status == 303
-    preview = await browser.get(proposed.headers["Location"])
-    assert preview.status == 200 and '<strong id="placed">2</strong>' in preview.text
+    # Computed in the background: the page shows the stages and refreshes until it is ready.
+    for _ in range(200):
+        preview = await browser.get(proposed.headers["Location"])
+        assert preview.status == 200
+        if 'id="stages"' not in preview.text:
+            break
+        assert 'http-equiv="refresh"' in preview.text and 'role="progressbar"' in preview.text
+        await asyncio.sleep(0.02)
+    assert '<strong id="placed">2</strong>' in preview.text
     async with env.services.db.session() as session:
         assert await session.scalar(select(func.count()).select_from(Meeting)) == 0
     booked = await browser.post(proposed.headers["Location"] + "/commit", {}, csrf=preview.csrf)

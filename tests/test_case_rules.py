@@ -95,7 +95,8 @@ def test_the_happy_path_with_integration_and_adjournment() -> None:
         (Action.ADMIT, Actor.DESK, CaseStatus.ADMITTED),
         (Action.SCHEDULE, Actor.SCHEDULER, CaseStatus.SCHEDULED),
         (Action.HOLD_MEETING, Actor.CONCILIATOR, CaseStatus.MEETING_HELD),
-        (Action.ADJOURN, Actor.CONCILIATOR, CaseStatus.SCHEDULED),
+        (Action.ADJOURN, Actor.CONCILIATOR, CaseStatus.ADMITTED),
+        (Action.SCHEDULE, Actor.SYSTEM, CaseStatus.SCHEDULED),
         (Action.HOLD_MEETING, Actor.CONCILIATOR, CaseStatus.MEETING_HELD),
     ]
     for action, actor, expected in path:

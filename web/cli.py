@@ -306,15 +306,12 @@ async def _schedule_auto(
             return 1
         if weeks is not None:
             services.planner.weeks = max(1, min(weeks, 12))
-        steps = 2 if dry_run else 3
-        _progress(1, steps, "reading cases, conciliators and companies; solving")
         try:
-            proposal = await services.planner.do_propose(account)
+            proposal = await services.planner.do_propose(account, _progress)
         except UserError as exc:
             print(f"refused: {exc.code.value}", file=sys.stderr)
             return 1
         body = proposal.body
-        _progress(2, steps, "proposal ready")
         reasons: dict[str, int] = {}
         for reason in body["unplaced"].values():
             reasons[reason] = reasons.get(reason, 0) + 1
@@ -342,7 +339,7 @@ async def _schedule_auto(
         except UserError as exc:
             print(f"refused: {exc.code.value}", file=sys.stderr)
             return 1
-        _progress(3, steps, f"{len(meetings)} meetings booked, invitations queued")
+        print(f"{len(meetings)} meetings booked, invitations queued")
         return 0
     finally:
         await services.close()

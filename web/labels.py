@@ -81,6 +81,10 @@ EVENT = {
     "withdraw": N_("Withdrawn by the applicant"),
     "document_added": N_("Document added"),
     "participation_confirmed": N_("The company confirmed it takes part"),
+    "meeting_moved": N_("Meeting moved"),
+    "invitation_sent": N_("Invitation sent"),
+    "invitation_cancelled": N_("Cancellation sent"),
+    "procedure_extended": N_("Procedure extended"),
 }
 ACTOR = {
     "applicant": N_("Applicant"),

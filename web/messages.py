@@ -137,7 +137,7 @@ MESSAGES: dict[ErrorCode, str] = {
         " 14:00, 15:30 and 17:00). %(reason)s"
     ),
     ErrorCode.PAST_DEADLINE: N_(
-        "That slot is after the case's deadline for the first meeting (%(deadline)s)."
+        "That slot is after the case's deadline for its meeting (%(deadline)s)."
     ),
     ErrorCode.TOO_SOON: N_(
         "That slot is too soon: the parties need notice; the first possible day is %(earliest)s."
@@ -153,6 +153,10 @@ MESSAGES: dict[ErrorCode, str] = {
     ErrorCode.PROPOSAL_STALE: N_(
         "Bookings, absences or cases changed since this proposal was made: make a new one."
     ),
+    ErrorCode.MEETING_NOT_STARTED: N_(
+        "The meeting has not started yet: it can be recorded as held from %(opens)s."
+    ),
+    ErrorCode.ALREADY_EXTENDED: N_("The procedure has already been extended once."),
     ErrorCode.TRANSITION_REFUSED: N_("This step is not possible in the current state of the case."),
     ErrorCode.FILE_TYPE_NOT_ALLOWED: N_("This type of file is not accepted: see the allowed ones."),
     ErrorCode.FILE_CONTENT_MISMATCH: N_(

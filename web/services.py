@@ -120,6 +120,7 @@ class Services:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+        await self.planner.close()
         await self.mail.close()
         await self.sessions.close()
         if self.redis is not None:
@@ -189,6 +190,9 @@ async def open_services(settings: Settings, clock: Clock) -> Services:
             min_notice_days=settings.min_notice_days,
             first_meeting_days=settings.first_meeting_days,
             procedure_days=settings.procedure_days,
+            extension_days=settings.extension_days,
+            room_opens_minutes=settings.room_opens_minutes,
+            room_grace_minutes=settings.room_grace_minutes,
         ),
         invitations,
     )

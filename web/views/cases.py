@@ -23,6 +23,7 @@ from cases.uploads import CONCILIATION_EXTENSIONS, CONCILIATION_MAX_FILE
 from core.clock import ROME
 from core.errors import ErrorCode, FieldErrors, UserError
 from core.i18n import N_
+from scheduling.bookings import EXTENDABLE
 from web import labels
 from web.context import ctx, render, require, safe_next, services
 from web.exports import export_response, wanted
@@ -380,8 +381,18 @@ async def case_view(request: web.Request, account: Account, case_id: uuid.UUID) 
         people = {a.id: a for a in found}
         company = await session.get(Company, case.company_id) if case.company_id else None
         meeting = await svc.bookings.meeting_of(session, case.id)
+        held = (
+            await svc.bookings.held_meeting(session, case.id)
+            if case.status == CaseStatus.MEETING_HELD
+            else None
+        )
+        window = (
+            await svc.bookings.window(session, case, await svc.bookings.calendar(session))
+            if case.status in EXTENDABLE
+            else None
+        )
         conciliators: list[Account] = []
-        if actor == Actor.SCHEDULER:
+        if actor in (Actor.SCHEDULER, Actor.CONCILIATOR):
             conciliators = list(
                 await session.scalars(
                     select(Account)
@@ -389,10 +400,13 @@ async def case_view(request: web.Request, account: Account, case_id: uuid.UUID) 
                     .order_by(Account.last_name, Account.first_name)
                 )
             )
-        if meeting is not None and meeting.conciliator_id not in people:
-            people.update(
-                {a.id: a for a in [await session.get(Account, meeting.conciliator_id)] if a}
-            )
+        for one_meeting in (meeting, held):
+            if one_meeting is not None and one_meeting.conciliator_id not in people:
+                people.update(
+                    {a.id: a for a in [await session.get(Account, one_meeting.conciliator_id)] if a}
+                )
+    now = svc.clock.now()
+    rules = svc.bookings.rules
     if actor in (Actor.APPLICANT, Actor.COMPANY):
         notices = [n for n in notices if n.audience == actor.value]
     return {
@@ -404,7 +418,20 @@ async def case_view(request: web.Request, account: Account, case_id: uuid.UUID) 
         "people": people,
         "company": company,
         "meeting": meeting,
+        "held": held,
+        "window": window,
         "conciliators": conciliators,
+        # The "join" button: for the meeting's participants, from when its room opens.
+        "joins": meeting is not None
+        and (
+            actor in (Actor.APPLICANT, Actor.COMPANY)
+            or (actor == Actor.CONCILIATOR and meeting.conciliator_id == account.id)
+        ),
+        "room_open": meeting is not None and rules.room_open(meeting, now),
+        "room_opens": rules.room_opens(meeting) if meeting is not None else None,
+        "room_opens_minutes": rules.room_opens_minutes,
+        "extension_days": rules.extension_days,
+        "slots": SLOT_TIMES,
     }
 
 

@@ -18,6 +18,7 @@ from core.clock import ROME
 from core.errors import ErrorCode, UserError
 from scheduling.bookings import Closure, Meeting, MeetingStatus
 from scheduling.calendar import SLOT_TIMES, national_holidays
+from scheduling.planner import STAGES, ProposalStatus
 from web import labels
 from web.context import render, require, services
 from web.forms import form_data
@@ -79,7 +80,11 @@ async def schedule_page(request: web.Request) -> web.StreamResponse:
         companies = {c.id: c.name for c in await session.scalars(select(Company))}
         windows = await svc.bookings.windows(session, waiting, calendar)
         queue: list[dict[str, Any]] = [
-            {"case": case, "earliest": windows[case.id][0], "deadline": windows[case.id][1]}
+            {
+                "case": case,
+                "earliest": windows[case.id].earliest,
+                "deadline": windows[case.id].deadline,
+            }
             for case in waiting
         ]
     queue.sort(key=lambda row: (row["deadline"], row["case"].code or ""))
@@ -111,7 +116,9 @@ async def schedule_page(request: web.Request) -> web.StreamResponse:
 @routes.post("/schedule/proposals")
 async def propose(request: web.Request) -> web.StreamResponse:
     account = require(request, SCHEDULERS)
-    proposal = await services(request).planner.do_propose(account)
+    planner = services(request).planner
+    proposal = await planner.do_begin(account)
+    planner.start(proposal)
     raise web.HTTPSeeOther(f"/schedule/proposals/{proposal.id}")
 
 
@@ -122,6 +129,14 @@ async def _proposal_page(
     svc = services(request)
     proposal = await svc.planner.get(account, proposal_id)
     body = proposal.body
+    if proposal.status in (ProposalStatus.COMPUTING, ProposalStatus.FAILED):
+        return render(
+            request,
+            "schedule_progress.html",
+            proposal=proposal,
+            stages=STAGES,
+            stage=int(body.get("stage", 0)),
+        )
     ids = [uuid.UUID(c) for c, _s, _k in body["placements"]] + [
         uuid.UUID(c) for c in body["unplaced"]
     ]
@@ -209,6 +224,45 @@ async def book_meeting(request: web.Request) -> web.StreamResponse:
         await bookings.do_move(account, parse_id(form["meeting"]), starts_at, conciliator)
     else:
         await bookings.do_book(account, case_id, starts_at, conciliator)
+    raise web.HTTPSeeOther(f"/cases/{case_id}")
+
+
+@routes.post("/cases/{case_id}/meeting/hold")
+async def hold_meeting(request: web.Request) -> web.StreamResponse:
+    """The meeting's conciliator records that it is taking place."""
+    account = require(request, (Role.CONCILIATOR,))
+    case_id = parse_id(request.match_info["case_id"])
+    form = await form_data(request)
+    await services(request).bookings.do_hold(account, parse_id(form.get("meeting", "")))
+    raise web.HTTPSeeOther(f"/cases/{case_id}")
+
+
+@routes.post("/cases/{case_id}/adjourn")
+async def adjourn(request: web.Request) -> web.StreamResponse:
+    """Adjourn the held meeting and book its continuation (in the slot given, else the best
+    free one with the same conciliator)."""
+    account = require(request, (Role.CONCILIATOR, Role.SCHEDULER))
+    case_id = parse_id(request.match_info["case_id"])
+    form = await form_data(request)
+    starts_at = _slot_start(form) if form.get("day") else None
+    conciliator = parse_id(form["conciliator"]) if starts_at and form.get("conciliator") else None
+    await services(request).planner.do_adjourn(
+        account,
+        case_id,
+        starts_at=starts_at,
+        conciliator_id=conciliator,
+        note=form.get("note", "").strip()[:2000] or None,
+    )
+    raise web.HTTPSeeOther(f"/cases/{case_id}")
+
+
+@routes.post("/cases/{case_id}/extend")
+async def extend(request: web.Request) -> web.StreamResponse:
+    """Extend the procedure once, with the reason (both parties are told)."""
+    account = require(request, (Role.CONCILIATOR, Role.SCHEDULER))
+    case_id = parse_id(request.match_info["case_id"])
+    form = await form_data(request)
+    await services(request).bookings.do_extend(account, case_id, form.get("reason", ""))
     raise web.HTTPSeeOther(f"/cases/{case_id}")
 
 
