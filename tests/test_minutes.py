@@ -1,4 +1,4 @@
-"""The meeting minutes: the PDF says everything in the case's language."""
+"""The meeting minutes: the PDF says everything in the case's language; the seal shows tampering."""
 
 from __future__ import annotations
 
@@ -6,13 +6,24 @@ import io
 import re
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.serialization import pkcs12
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from pydantic import SecretStr
+from pyhanko.pdf_utils import generic
+from pyhanko.pdf_utils.incremental_writer import IncrementalPdfFileWriter
 from pypdf import PdfReader
 
 from cases.request import MeetingMode
 from cases.supply import Sector
 from core.i18n import I18n
+from core.settings import Settings
 from rooms.minutes import (
     Acceptance,
     Attendance,
@@ -24,6 +35,7 @@ from rooms.minutes import (
     mask_email,
     render_minutes,
 )
+from rooms.seal import DEV_SEAL_FILE, DEV_SEAL_NAME, Sealer, verify_minutes
 
 # Monday 30 March 2026, the day after Italy moved to summer time: 09:00 in Rome is 07:00 UTC.
 SUMMER = datetime(2026, 3, 30, 7, 0, tzinfo=UTC)
@@ -260,3 +272,234 @@ def test_masked_addresses() -> None:
     assert mask_email(" a@b.it ") == "a***@b.it"
     assert mask_email("not-an-address") == "***"
     assert mask_email("@example.org") == "***"
+
+
+# --- the seal ---------------------------------------------------------------------------------
+
+
+def seal_settings(tmp_path: Path, **values: Any) -> Settings:
+    return Settings(env="test", var_dir=tmp_path / "var", **values)
+
+
+@pytest.fixture
+def sealer(tmp_path: Path) -> Sealer:
+    return Sealer.from_settings(seal_settings(tmp_path))
+
+
+@pytest.fixture(scope="module")
+def rendered(i18n: I18n) -> bytes:
+    return render_minutes(minutes(), i18n)
+
+
+async def test_sealed_minutes_verify_intact_and_signed_by_the_service(
+    sealer: Sealer, rendered: bytes
+) -> None:
+    sealed = await sealer.seal(rendered)
+    assert sealed.startswith(rendered)  # an incremental update: the original bytes stay
+    check = await verify_minutes(sealed, sealer.certificate)
+    assert check.ok
+    assert check.sealed and check.intact and check.trusted and check.certified
+    assert not check.modified_after_signing and not check.timestamped
+    assert check.signed_by == sealer.name == DEV_SEAL_NAME
+    assert check.signed_at is not None
+    assert abs(check.signed_at - datetime.now(UTC)) < timedelta(minutes=5)
+    # The sealed file still reads the same.
+    assert text_of(sealed) == text_of(rendered)
+    # Without a trust anchor the integrity is judged, trust is not.
+    untrusted = await verify_minutes(sealed)
+    assert untrusted.intact and not untrusted.trusted and not untrusted.ok
+
+
+async def test_an_unsealed_or_broken_file_is_not_sealed(rendered: bytes) -> None:
+    check = await verify_minutes(rendered)
+    assert not check.sealed and not check.ok and check.problem == "no signature"
+    garbage = await verify_minutes(b"not a pdf at all")
+    assert not garbage.sealed and garbage.problem.startswith("unreadable PDF")
+
+
+async def test_one_flipped_byte_in_the_signed_range_is_tampering(
+    sealer: Sealer, rendered: bytes
+) -> None:
+    sealed = await sealer.seal(rendered)
+    # A byte of the agreement page's content stream, well inside the signed range.
+    stream = re.search(rb"stream\r?\n", sealed)
+    assert stream is not None
+    at = stream.end() + 20
+    tampered = sealed[:at] + bytes([sealed[at] ^ 0x01]) + sealed[at + 1 :]
+    check = await verify_minutes(tampered, sealer.certificate)
+    assert check.sealed and not check.intact and not check.ok
+    # A byte of the signature itself.
+    at = sealed.index(b"/Contents <") + 40
+    digit = b"1" if sealed[at : at + 1] == b"0" else b"0"
+    check = await verify_minutes(sealed[:at] + digit + sealed[at + 1 :], sealer.certificate)
+    assert check.sealed and not check.intact and not check.ok
+    assert check.problem.startswith("invalid signature")
+
+
+async def test_an_incremental_update_changing_a_page_is_detected(
+    sealer: Sealer, rendered: bytes
+) -> None:
+    sealed = await sealer.seal(rendered)
+    writer = IncrementalPdfFileWriter(io.BytesIO(sealed))
+    overlay = generic.StreamObject(stream_data=b"BT /F1 18 Tf 72 400 Td (Nessun accordo) Tj ET")
+    writer.add_stream_to_page(0, writer.add_object(overlay))  # type: ignore[no-untyped-call]
+    out = io.BytesIO()
+    writer.write(out)  # type: ignore[no-untyped-call]
+    check = await verify_minutes(out.getvalue(), sealer.certificate)
+    # The signed revision itself is intact, but something was appended after it.
+    assert check.intact and check.trusted
+    assert check.modified_after_signing and not check.ok
+
+
+async def test_another_key_is_not_trusted(tmp_path: Path, sealer: Sealer, rendered: bytes) -> None:
+    other = Sealer.from_settings(seal_settings(tmp_path / "other"))
+    assert other.certificate != sealer.certificate
+    check = await verify_minutes(await other.seal(rendered), sealer.certificate)
+    assert check.intact and not check.trusted and not check.ok
+
+
+def test_dev_key_is_created_once_and_reused(tmp_path: Path) -> None:
+    first = Sealer.from_settings(seal_settings(tmp_path))
+    path = tmp_path / "var" / DEV_SEAL_FILE
+    assert path.stat().st_mode & 0o777 == 0o600
+    content = path.read_bytes()
+    second = Sealer.from_settings(seal_settings(tmp_path))
+    assert second.certificate == first.certificate
+    assert path.read_bytes() == content
+
+
+def test_production_needs_a_configured_seal(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="CONCILIA_MINUTES_SEAL_P12"):
+        Sealer.from_settings(Settings(env="prod", var_dir=tmp_path))
+    assert not (tmp_path / DEV_SEAL_FILE).exists()
+
+
+def certificate(
+    name: str,
+    key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey,
+    issuer: tuple[x509.Certificate, ec.EllipticCurvePrivateKey] | None = None,
+    *,
+    ca: bool = False,
+    timestamping: bool = False,
+) -> x509.Certificate:
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = datetime.now(UTC)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer[0].subject if issuer else subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(days=1))
+        .not_valid_after(now + timedelta(days=30))
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=not ca,
+                content_commitment=not ca and not timestamping,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=ca,
+                crl_sign=ca,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+    )
+    if timestamping:
+        builder = builder.add_extension(
+            x509.ExtendedKeyUsage([ExtendedKeyUsageOID.TIME_STAMPING]), critical=True
+        )
+    return builder.sign(issuer[1] if issuer else key, hashes.SHA256())
+
+
+async def test_configured_pkcs12_is_used(tmp_path: Path, rendered: bytes) -> None:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    cert = certificate("Servizio Conciliazione — sigillo", key)
+    path = tmp_path / "seal.p12"
+    path.write_bytes(
+        pkcs12.serialize_key_and_certificates(
+            b"seal", key, cert, None, serialization.BestAvailableEncryption(b"s3gret")
+        )
+    )
+    settings = seal_settings(
+        tmp_path, minutes_seal_p12=path, minutes_seal_passphrase=SecretStr("s3gret")
+    )
+    sealer = Sealer.from_settings(settings)
+    assert sealer.certificate == cert
+    assert sealer.name == "Servizio Conciliazione — sigillo"
+    assert not (tmp_path / "var" / DEV_SEAL_FILE).exists()
+    check = await verify_minutes(await sealer.seal(rendered), cert)
+    assert check.ok and check.signed_by == "Servizio Conciliazione — sigillo"
+
+    wrong = seal_settings(
+        tmp_path, minutes_seal_p12=path, minutes_seal_passphrase=SecretStr("wrong")
+    )
+    with pytest.raises(ValueError, match="CONCILIA_MINUTES_SEAL_P12") as refused:
+        Sealer.from_settings(wrong)
+    assert "wrong" not in str(refused.value)  # the passphrase is never echoed
+    with pytest.raises(ValueError, match="cannot read"):
+        Sealer.from_settings(seal_settings(tmp_path, minutes_seal_p12=tmp_path / "none.p12"))
+
+
+async def test_configured_pem_key_with_its_chain(tmp_path: Path, rendered: bytes) -> None:
+    root_key = ec.generate_private_key(ec.SECP256R1())
+    root = certificate("Test root CA", root_key, ca=True)
+    key = ec.generate_private_key(ec.SECP256R1())
+    leaf = certificate("Concilia seal", key, (root, root_key))
+    pem = serialization.Encoding.PEM
+    (tmp_path / "seal.key").write_bytes(
+        key.private_bytes(
+            pem,
+            serialization.PrivateFormat.PKCS8,
+            serialization.BestAvailableEncryption(b"pass"),
+        )
+    )
+    (tmp_path / "seal.crt").write_bytes(leaf.public_bytes(pem))
+    (tmp_path / "chain.pem").write_bytes(root.public_bytes(pem))
+    values: dict[str, Any] = {
+        "minutes_seal_key": tmp_path / "seal.key",
+        "minutes_seal_cert": tmp_path / "seal.crt",
+        "minutes_seal_chain": tmp_path / "chain.pem",
+        "minutes_seal_passphrase": SecretStr("pass"),
+    }
+    sealer = Sealer.from_settings(seal_settings(tmp_path, **values))
+    check = await verify_minutes(await sealer.seal(rendered), root)  # trusting the root
+    assert check.ok and check.signed_by == "Concilia seal"
+
+    # A key that is not the certificate's is refused when the sealer is built.
+    stranger = certificate("Someone else", ec.generate_private_key(ec.SECP256R1()))
+    (tmp_path / "stranger.crt").write_bytes(stranger.public_bytes(pem))
+    values["minutes_seal_cert"] = tmp_path / "stranger.crt"
+    with pytest.raises(ValueError, match="does not belong"):
+        Sealer.from_settings(seal_settings(tmp_path, **values))
+
+
+async def test_timestamp_authority_makes_it_pades_b_t(tmp_path: Path, rendered: bytes) -> None:
+    # pyHanko's in-process timestamp authority stands in for a real one (none in tests).
+    from asn1crypto import keys as asn1_keys
+    from asn1crypto import x509 as asn1_x509
+    from pyhanko.sign.timestamps.dummy_client import DummyTimeStamper
+
+    root_key = ec.generate_private_key(ec.SECP256R1())
+    root = certificate("Test root CA", root_key, ca=True)
+    tsa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)  # RSA: the dummy TSA
+    tsa = certificate("Test TSA", tsa_key, (root, root_key), timestamping=True)
+    seal_key = ec.generate_private_key(ec.SECP256R1())
+    seal = certificate("Concilia seal", seal_key, (root, root_key))
+    stamped_at = datetime(2026, 3, 30, 8, 25, 31, tzinfo=UTC)
+    der = serialization.Encoding.DER
+    timestamper = DummyTimeStamper(
+        tsa_cert=asn1_x509.Certificate.load(tsa.public_bytes(der)),
+        tsa_key=asn1_keys.PrivateKeyInfo.load(
+            tsa_key.private_bytes(
+                der, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            )
+        ),
+        fixed_dt=stamped_at,
+    )
+    sealer = Sealer(seal_key, seal, [root], timestamper=timestamper)
+    check = await verify_minutes(await sealer.seal(rendered), root)
+    assert check.ok and check.timestamped and check.signed_at == stamped_at
