@@ -8,7 +8,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 VAR_DIR = Path("var")
@@ -77,6 +77,15 @@ class Settings(BaseSettings):
     room_grace_minutes: int = 30  # and closes at the latest this long after the slot's end
     schedule_weeks: int = 4  # the horizon of the batch allocation
 
+    # The seal of the meeting minutes: a PKCS#12 file, or a PEM key and certificate (with an
+    # optional PEM chain); in dev and test, a generated self-signed one when none is set.
+    minutes_seal_p12: Path | None = None
+    minutes_seal_key: Path | None = None
+    minutes_seal_cert: Path | None = None
+    minutes_seal_chain: Path | None = None
+    minutes_seal_passphrase: SecretStr | None = None
+    minutes_tsa_url: str | None = None  # an RFC 3161 timestamp authority: PAdES B-T
+
     argon2_time_cost: int = 3
     argon2_memory_kib: int = 65536
     argon2_parallelism: int = 4
@@ -89,10 +98,33 @@ class Settings(BaseSettings):
     def _strip_slash(cls, value: str) -> str:
         return value.rstrip("/")
 
-    @field_validator("redis_url", "smtp_host", "smtp_user", mode="before")
+    @field_validator(
+        "redis_url",
+        "smtp_host",
+        "smtp_user",
+        "minutes_seal_p12",
+        "minutes_seal_key",
+        "minutes_seal_cert",
+        "minutes_seal_chain",
+        "minutes_tsa_url",
+        mode="before",
+    )
     @classmethod
     def _empty_is_none(cls, value: object) -> object:
         return None if value == "" else value
+
+    @model_validator(mode="after")
+    def _one_seal(self) -> Settings:
+        if self.minutes_seal_p12 is not None and (
+            self.minutes_seal_key is not None or self.minutes_seal_cert is not None
+        ):
+            raise ValueError(
+                "set either CONCILIA_MINUTES_SEAL_P12 or CONCILIA_MINUTES_SEAL_KEY and "
+                "CONCILIA_MINUTES_SEAL_CERT, not both"
+            )
+        if (self.minutes_seal_key is None) != (self.minutes_seal_cert is None):
+            raise ValueError("CONCILIA_MINUTES_SEAL_KEY and CONCILIA_MINUTES_SEAL_CERT go together")
+        return self
 
     @property
     def dev(self) -> bool:

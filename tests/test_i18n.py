@@ -15,6 +15,7 @@ METHODS = [
     ("cases/**.py", "python"),
     ("web/**.py", "python"),
     ("core/**.py", "python"),
+    ("rooms/**.py", "python"),
     ("web/templates/**.html", "jinja2"),
     ("cases/mail/**.txt", "jinja2"),
 ]

@@ -27,3 +27,22 @@ def test_shared_database_needs_an_explicit_secret(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="CONCILIA_SECRET_KEY"):
         settings.secret()
     assert not (tmp_path / "secret_key").exists()
+
+
+def test_minutes_seal_is_one_source(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="not both"):
+        Settings(minutes_seal_p12=tmp_path / "a.p12", minutes_seal_key=tmp_path / "k.pem")
+    with pytest.raises(ValueError, match="go together"):
+        Settings(minutes_seal_key=tmp_path / "k.pem")
+    with pytest.raises(ValueError, match="go together"):
+        Settings(minutes_seal_cert=tmp_path / "c.pem")
+
+
+def test_empty_minutes_seal_variables_mean_unset(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("P12", "KEY", "CERT", "CHAIN"):
+        monkeypatch.setenv(f"CONCILIA_MINUTES_SEAL_{name}", "")
+    monkeypatch.setenv("CONCILIA_MINUTES_TSA_URL", "")
+    settings = Settings()
+    assert settings.minutes_seal_p12 is None and settings.minutes_seal_key is None
+    assert settings.minutes_seal_cert is None and settings.minutes_seal_chain is None
+    assert settings.minutes_tsa_url is None
