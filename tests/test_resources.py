@@ -12,15 +12,23 @@ import pytest
 
 from cases.accounts import Account
 from cases.companies import do_create_company
+from cases.lifecycle import Action
 from core.clock import ROME
 from core.errors import ErrorCode, FieldErrors, UserError
 from scheduling.bookings import Meeting
 from scheduling.resources import MAX_ABSENCE_DAYS, ConciliatorResources
 from tests.support import (
+    DELEGATED_APPLICANT,
+    DELEGATION_DOCUMENTS,
+    GOOD_PASSWORD,
     VALID_VAT,
+    Browser,
     Env,
+    domain_request,
     registered,
+    sign_in,
     staff,
+    staff_sign_in,
 )
 from tests.test_bookings import FIRST, World, account, admitted_rows, rome
 
@@ -349,3 +357,235 @@ async def test_edits_and_bookings_at_once_never_break_the_rules(world: World) ->
     else:
         assert isinstance(booking, UserError) and capacity == 1, (booking, capacity)
         assert booking.code == ErrorCode.COMPANY_FULL
+
+
+# -- the pages -----------------------------------------------------------------------------
+
+
+async def signed_in_staff(env: Env, username: str) -> Browser:
+    browser = await env.new_browser()
+    assert (await staff_sign_in(env, browser, username)).status == 303
+    return browser
+
+
+async def test_the_conciliators_page(world: World) -> None:
+    env = world.env
+    k1, k2 = world.k1, world.k2
+    admin = await signed_in_staff(env, "amministratore")
+    page = await admin.get("/admin/conciliators")
+    assert page.status == 200 and 'id="conciliators"' in page.text
+    assert f'id="k-{k1.id}"' in page.text and f'id="k-{k2.id}"' in page.text
+    base = f"/admin/conciliators/{k1.id}"
+    done = await admin.post(
+        f"{base}/profile",
+        [("weekdays", "0"), ("weekdays", "2"), ("max_per_day", "3")],
+        csrf=page.csrf,
+    )
+    assert done.status == 303
+    assert done.headers["Location"] == f"/admin/conciliators?saved=1#k-{k1.id}"
+    profile = await mine(world, k1)
+    assert (profile.weekdays, profile.max_per_day) == (frozenset({0, 2}), 3)
+    page = await admin.get("/admin/conciliators?saved=1")
+    assert "Modifiche salvate." in page.text and "Lunedì, Mercoledì" in page.text
+    # Wrong fields: 422, each message next to its field in this conciliator's form only.
+    wrong = await admin.post(f"{base}/profile", {"max_per_day": "9"}, csrf=page.csrf)
+    assert wrong.status == 422
+    assert f'id="e-weekdays-{k1.id}"' in wrong.text and f'id="e-max_per_day-{k1.id}"' in wrong.text
+    assert f'id="e-weekdays-{k2.id}"' not in wrong.text
+    assert "Questo campo è obbligatorio." in wrong.text and "da 1 a 6" in wrong.text
+    assert f'id="max-{k1.id}"' in wrong.text and 'value="9"' in wrong.text
+    assert (await mine(world, k1)).max_per_day == 3
+    # A refusal says how many meetings must be moved first.
+    await booked(world, FIRST, 9, k1)
+    refused = await admin.post(
+        f"{base}/profile", [("weekdays", "2"), ("max_per_day", "3")], csrf=page.csrf
+    )
+    assert refused.status == 422 and f'id="e-weekdays-{k1.id}"' in refused.text
+    assert "1 da spostare prima (30/11/2026)" in refused.text
+    # Absences: a span, listed; the same day again is a conflict; a meeting day is refused.
+    added = await admin.post(
+        f"{base}/absences", {"first_day": "2026-12-14", "last_day": "2026-12-18"}, csrf=page.csrf
+    )
+    assert added.status == 303
+    page = await admin.get("/admin/conciliators")
+    assert "14/12/2026" in page.text and "18/12/2026" in page.text
+    assert f'action="{base}/absences/2026-12-16/delete"' in page.text
+    again = await admin.post(
+        f"{base}/absences", {"first_day": "2026-12-16", "last_day": ""}, csrf=page.csrf
+    )
+    assert again.status == 409 and f'id="e-first_day-{k1.id}"' in again.text
+    assert "già registrata un&#39;assenza il 16/12/2026" in again.text
+    assert 'value="2026-12-16"' in again.text  # what was typed stays
+    clash = await admin.post(f"{base}/absences", {"first_day": "2026-11-30"}, csrf=page.csrf)
+    assert clash.status == 422 and "1 da spostare prima (30/11/2026)" in clash.text
+    bad = await admin.post(f"{base}/absences", {"first_day": "30/11"}, csrf=page.csrf)
+    assert bad.status == 422 and "Inserisci una data valida" in bad.text
+    long = await admin.post(
+        f"{base}/absences", {"first_day": "2027-01-04", "last_day": "2027-04-30"}, csrf=page.csrf
+    )
+    assert long.status == 422 and f'id="e-last_day-{k1.id}"' in long.text
+    assert "al massimo 60 giorni" in long.text
+    removed = await admin.post(f"{base}/absences/2026-12-16/delete", {}, csrf=page.csrf)
+    assert removed.status == 303
+    assert date(2026, 12, 16) not in (await mine(world, k1)).absences
+    assert len((await mine(world, k1)).absences) == 4
+    # Nothing there, nobody there, no token.
+    gone = await admin.post(f"{base}/absences/2026-12-16/delete", {}, csrf=page.csrf)
+    assert gone.status == 404
+    assert (await admin.post(f"{base}/absences/domani/delete", {}, csrf=page.csrf)).status == 404
+    stranger = f"/admin/conciliators/{uuid.uuid4()}/profile"
+    assert (
+        await admin.post(stranger, {"weekdays": "0", "max_per_day": "2"}, csrf=page.csrf)
+    ).status == 404
+    forged = await admin.post(f"{base}/profile", {"weekdays": "1", "max_per_day": "2"})
+    assert forged.status == 403 and (await mine(world, k1)).max_per_day == 3
+    # Schedulers too; conciliators and everyone else not.
+    scheduler = await signed_in_staff(env, "pianificatore")
+    page = await scheduler.get("/admin/conciliators")
+    assert page.status == 200
+    assert (
+        await scheduler.post(
+            f"/admin/conciliators/{k2.id}/profile",
+            [("weekdays", "4"), ("max_per_day", "1")],
+            csrf=page.csrf,
+        )
+    ).status == 303
+    assert (await mine(world, k2)).weekdays == frozenset({4})
+    conciliator = await signed_in_staff(env, "conciliatore1")
+    assert (await conciliator.get("/admin/conciliators")).status == 403
+    own = await conciliator.get("/agenda")
+    for path in (f"{base}/profile", f"{base}/absences"):
+        sent = await conciliator.post(
+            path, {"weekdays": "0", "max_per_day": "6", "first_day": "2026-12-21"}, csrf=own.csrf
+        )
+        assert sent.status == 403
+    customer = await env.new_browser()
+    await sign_in(customer, "cliente", GOOD_PASSWORD)
+    assert (await customer.get("/admin/conciliators")).status == 403
+
+
+async def test_the_capacities_page(world: World) -> None:
+    env = world.env
+    other = await do_create_company(
+        env.services.db,
+        name="Acqua <Blu> & Co",
+        vat="02345670158",
+        sectors=["water"],
+        now=env.clock.now(),
+    )
+    scheduler = await signed_in_staff(env, "pianificatore")
+    page = await scheduler.get("/admin/capacities")
+    assert page.status == 200 and 'id="capacities"' in page.text
+    assert "Acqua &lt;Blu&gt; &amp; Co" in page.text and "<Blu>" not in page.text
+    assert page.text.count('name="per_slot" type="number"') == 2
+    path = f"/admin/capacities/{world.company_id}"
+    done = await scheduler.post(path, {"per_slot": "2"}, csrf=page.csrf)
+    assert done.status == 303 and done.headers["Location"].startswith("/admin/capacities?saved=1")
+    page = await scheduler.get("/admin/capacities?saved=1")
+    assert "Modifiche salvate." in page.text
+    [energia] = [
+        r
+        for r in await env.services.resources.capacities(world.scheduler)
+        if r.company.id == world.company_id
+    ]
+    assert energia.per_slot == 2
+    wrong = await scheduler.post(path, {"per_slot": "11"}, csrf=page.csrf)
+    assert wrong.status == 422 and f'id="e-per_slot-{world.company_id}"' in wrong.text
+    assert f'id="e-per_slot-{other.id}"' not in wrong.text
+    assert "da 1 a 10" in wrong.text and 'value="11"' in wrong.text
+    # Two of the company's meetings share a slot now: one seat is not enough.
+    await booked(world, FIRST, 9, world.k1)
+    await booked(world, FIRST, 9, world.k2)
+    below = await scheduler.post(path, {"per_slot": "1"}, csrf=page.csrf)
+    assert below.status == 422 and "1 da spostare prima (30/11/2026 09:00)" in below.text
+    unknown = await scheduler.post(
+        f"/admin/capacities/{uuid.uuid4()}", {"per_slot": "2"}, csrf=page.csrf
+    )
+    assert unknown.status == 404
+    # Admins reach it from the companies page; conciliators not at all.
+    admin = await signed_in_staff(env, "amministratore")
+    companies = await admin.get("/admin/companies")
+    assert 'href="/admin/capacities"' in companies.text
+    assert (await admin.get("/admin/capacities")).status == 200
+    conciliator = await signed_in_staff(env, "conciliatore1")
+    assert (await conciliator.get("/admin/capacities")).status == 403
+    own = await conciliator.get("/agenda")
+    assert (await conciliator.post(path, {"per_slot": "5"}, csrf=own.csrf)).status == 403
+
+
+async def test_the_agenda_shows_the_conciliators_own_meetings(world: World) -> None:
+    env = world.env
+    svc = env.services
+    k1 = world.k1
+    await registered(env, "delegato", kind="delegate", delegate_kind="professional")
+    delegated = uuid.UUID(
+        await domain_request(
+            env,
+            "delegato",
+            str(world.company_id),
+            documents=DELEGATION_DOCUMENTS,
+            applicant=DELEGATED_APPLICANT,
+            supply={"pod": next(PODS)},
+        )
+    )
+    desk = await account(env, "sportello")
+    await svc.files.do_step(desk, delegated, Action.ADMIT)
+    monday = await booked(world, FIRST, 9, k1)
+    tuesday = await svc.bookings.do_book(world.scheduler, delegated, rome(TUESDAY, 14), k1.id)
+    later = await booked(world, date(2026, 12, 10), 10, k1, minute=30)
+    others = await booked(world, FIRST, 12, world.k2)
+    codes: dict[uuid.UUID, str] = {}
+    for meeting in (monday, tuesday, later, others):
+        case, _ = await svc.files.get_for(world.scheduler, meeting.case_id)
+        assert case.code is not None
+        codes[meeting.id] = case.code
+    conciliator = await signed_in_staff(env, "conciliatore1")
+    page = await conciliator.get("/agenda")
+    assert page.status == 200 and 'id="agenda"' in page.text
+    for meeting in (monday, tuesday, later):
+        assert codes[meeting.id] in page.text
+        assert f'href="/cases/{meeting.case_id}"' in page.text
+        assert f'href="/meetings/{meeting.id}"' in page.text
+    assert codes[others.id] not in page.text and str(others.id) not in page.text
+    assert page.text.count('class="mb-3 meeting"') == 3
+    assert "Lunedì 30/11/2026" in page.text and "Martedì 01/12/2026" in page.text
+    assert "09:00–10:30" in page.text and "14:00–15:30" in page.text
+    assert "Apri la pagina dell&#39;incontro" in page.text
+    # The parties: the customer, the delegate who acts for them, the company.
+    assert "Lucia Bianchi" in page.text and "Energia A" in page.text
+    assert "Delegato: Mario Rossi" in page.text
+    assert page.text.index("Lunedì 30/11/2026") < page.text.index("Martedì 01/12/2026")
+    # Fewer weeks, fewer meetings; the number of weeks is bounded.
+    two = await conciliator.get("/agenda?weeks=2")
+    assert codes[monday.id] in two.text and codes[later.id] not in two.text
+    one = await conciliator.get("/agenda?weeks=1")
+    assert one.status == 200 and "Nessun incontro" in one.text
+    for wrong in ("0", "13", "due"):
+        assert (await conciliator.get(f"/agenda?weeks={wrong}")).status == 400
+    # Their working days, and their own absences.
+    assert "Lunedì, Martedì, Mercoledì, Giovedì, Venerdì" in page.text
+    added = await conciliator.post(
+        "/agenda/absences", {"first_day": "2026-12-21", "last_day": "2026-12-23"}, csrf=page.csrf
+    )
+    assert added.status == 303 and added.headers["Location"] == "/agenda?saved=1#absences"
+    page = await conciliator.get("/agenda?saved=1")
+    assert "21/12/2026" in page.text and 'action="/agenda/absences/2026-12-22/delete"' in page.text
+    refused = await conciliator.post(
+        "/agenda/absences", {"first_day": "2026-11-30"}, csrf=page.csrf
+    )
+    assert refused.status == 422 and 'id="e-first_day-me"' in refused.text
+    assert "1 da spostare prima (30/11/2026)" in refused.text
+    removed = await conciliator.post("/agenda/absences/2026-12-22/delete", {}, csrf=page.csrf)
+    assert removed.status == 303
+    assert (await mine(world, k1)).absences == (date(2026, 12, 21), date(2026, 12, 23))
+    # Only conciliators have an agenda.
+    scheduler = await signed_in_staff(env, "pianificatore")
+    assert (await scheduler.get("/agenda")).status == 403
+    other_page = await scheduler.get("/schedule")
+    sent = await scheduler.post(
+        "/agenda/absences", {"first_day": "2026-12-28"}, csrf=other_page.csrf
+    )
+    assert sent.status == 403
+    anonymous = await env.new_browser()
+    redirected = await anonymous.get("/agenda")
+    assert redirected.status == 303 and redirected.headers["Location"].startswith("/login")

@@ -22,6 +22,7 @@ from web.views import (
     helpdesk,
     ops,
     pages,
+    resources,
     schedule,
 )
 
@@ -58,6 +59,7 @@ def create_app(
         cases.routes,
         helpdesk.routes,
         schedule.routes,
+        resources.routes,
         api.routes,
         api_cases.routes,
         ops.routes,
