@@ -92,6 +92,18 @@ class ErrorCode(StrEnum):
     PROPOSAL_STALE = "proposal_stale"
     MEETING_NOT_STARTED = "meeting_not_started"
     ALREADY_EXTENDED = "already_extended"
+    # scheduling resources (working days, daily limits, absences, company capacity)
+    WEEKDAY_HAS_MEETINGS = "weekday_has_meetings"
+    DAILY_LIMIT_RANGE = "daily_limit_range"
+    DAILY_LIMIT_BELOW_BOOKED = "daily_limit_below_booked"
+    DAY_PAST = "day_past"
+    DAYS_BACKWARDS = "days_backwards"
+    ABSENCE_ON_WEEKEND = "absence_on_weekend"
+    ABSENCE_TOO_LONG = "absence_too_long"
+    ABSENCE_HAS_MEETINGS = "absence_has_meetings"
+    ABSENCE_EXISTS = "absence_exists"
+    CAPACITY_RANGE = "capacity_range"
+    CAPACITY_BELOW_BOOKED = "capacity_below_booked"
     # the life of a case
     TRANSITION_REFUSED = "transition_refused"
     # uploaded files

@@ -39,6 +39,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 from cases.accounts import Account, Role, Status
 from cases.alerts import Audience
 from cases.casefile import Case, CaseEvent, CaseFiles, case_for, record
+from cases.companies import Company
 from cases.lifecycle import Action, Actor, CaseStatus
 from core.clock import ROME, Clock
 from core.db import Base, Database, UTCDateTime
@@ -463,7 +464,9 @@ class Bookings:
     async def _check_conciliator(
         self, session: AsyncSession, conciliator_id: uuid.UUID, slot: Slot
     ) -> None:
-        account = await session.get(Account, conciliator_id)
+        # FOR SHARE: an edit of the conciliator's days or absences (scheduling.resources, FOR
+        # UPDATE) waits for this booking, or this booking for it; bookings share it.
+        account = await session.get(Account, conciliator_id, with_for_update={"read": True})
         if account is None or account.role != Role.CONCILIATOR or account.status != Status.ACTIVE:
             raise UserError(ErrorCode.INVALID_CHOICE, "not an active conciliator")
         profile = await session.get(ConciliatorProfile, conciliator_id) or ConciliatorProfile(
@@ -491,6 +494,8 @@ class Bookings:
             raise UserError(ErrorCode.CONCILIATOR_DAY_FULL)
 
     async def _free_seat(self, session: AsyncSession, company_id: uuid.UUID, slot: Slot) -> int:
+        # FOR SHARE, as for the conciliator: a change of capacity and a booking take turns.
+        await session.get(Company, company_id, with_for_update={"read": True})
         capacity = await session.get(CompanyCapacity, company_id)
         limit = capacity.per_slot if capacity is not None else 1
         held = set(
@@ -500,9 +505,12 @@ class Bookings:
                 )
             )
         )
-        for seat in range(limit):
-            if seat not in held:
-                return seat
+        # After a capacity was lowered, a slot may hold a seat number above the new limit:
+        # count the seats, not only the free numbers.
+        if len(held) < limit:
+            for seat in range(limit):
+                if seat not in held:
+                    return seat
         raise UserError(ErrorCode.COMPANY_FULL)
 
     async def do_cancel(

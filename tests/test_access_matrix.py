@@ -213,3 +213,38 @@ async def test_nobody_acts_on_cases_they_have_no_part_in(matrix: Matrix) -> None
         f"/api/v1/cases/{own}/steps/withdraw"
     ) as resp:
         assert resp.status == 403 and (await resp.json())["error"]["code"] == "csrf_failed"
+
+
+# The scheduling resources' pages: who gets them (everyone else is refused, 403).
+RESOURCE_PAGES = {
+    "/admin/conciliators": {"amministratore", "pianificatore"},
+    "/admin/capacities": {"amministratore", "pianificatore"},
+    "/agenda": {"conciliatore"},
+}
+
+
+async def test_scheduling_resource_pages_by_role(matrix: Matrix) -> None:
+    conciliator = await matrix.env.services.accounts.by_username("conciliatore")
+    assert conciliator is not None
+    company = uuid.uuid4()  # refused before any lookup
+    writes = {
+        f"/admin/conciliators/{conciliator.id}/profile": RESOURCE_PAGES["/admin/conciliators"],
+        f"/admin/conciliators/{conciliator.id}/absences": RESOURCE_PAGES["/admin/conciliators"],
+        f"/admin/capacities/{company}": RESOURCE_PAGES["/admin/capacities"],
+        "/agenda/absences": RESOURCE_PAGES["/agenda"],
+    }
+    for who in (*PARTIES, *STAFF):
+        for path, allowed in RESOURCE_PAGES.items():
+            expected = 200 if who in allowed else 403
+            assert await matrix.status(who, path) == expected, (who, path)
+        for path, allowed in writes.items():
+            if who in allowed:
+                continue
+            page = await matrix.browsers[who].post(
+                path, {"first_day": "2026-12-21", "per_slot": "2"}, csrf=matrix.csrf[who]
+            )
+            assert page.status == 403, (who, path, page.status)
+    anonymous = await matrix.env.new_browser()
+    for path in RESOURCE_PAGES:
+        page = await anonymous.get(path)
+        assert page.status == 303 and page.headers["Location"].startswith("/login"), path

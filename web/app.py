@@ -23,6 +23,7 @@ from web.views import (
     meetings,
     ops,
     pages,
+    resources,
     schedule,
 )
 
@@ -60,6 +61,7 @@ def create_app(
         helpdesk.routes,
         schedule.routes,
         meetings.routes,
+        resources.routes,
         api.routes,
         api_cases.routes,
         ops.routes,

@@ -164,6 +164,7 @@ STATUS = {
     ErrorCode.CONFLICT: 409,
     ErrorCode.SLOT_TAKEN: 409,
     ErrorCode.PROPOSAL_STALE: 409,
+    ErrorCode.ABSENCE_EXISTS: 409,
     ErrorCode.FILE_TOO_LARGE: 413,
     ErrorCode.FILES_TOO_LARGE: 413,
 }

@@ -157,6 +157,35 @@ MESSAGES: dict[ErrorCode, str] = {
         "The meeting has not started yet: it can be recorded as held from %(opens)s."
     ),
     ErrorCode.ALREADY_EXTENDED: N_("The procedure has already been extended once."),
+    ErrorCode.WEEKDAY_HAS_MEETINGS: N_(
+        "The conciliator has meetings booked on the working days you are removing: %(count)s"
+        " to move first (%(days)s). Move them from their case files, then try again."
+    ),
+    ErrorCode.DAILY_LIMIT_RANGE: N_("The daily limit is a whole number from 1 to 6 meetings."),
+    ErrorCode.DAILY_LIMIT_BELOW_BOOKED: N_(
+        "Some days already have more meetings than the new limit: %(count)s to move first"
+        " (%(days)s). Move them from their case files, then try again."
+    ),
+    ErrorCode.DAY_PAST: N_("That day has passed: choose today or a later day."),
+    ErrorCode.DAYS_BACKWARDS: N_("The last day comes before the first."),
+    ErrorCode.ABSENCE_ON_WEEKEND: N_(
+        "There are no meetings on Saturdays and Sundays: choose days from Monday to Friday."
+    ),
+    ErrorCode.ABSENCE_TOO_LONG: N_(
+        "One absence covers at most %(limit)s days: add a longer one in parts."
+    ),
+    ErrorCode.ABSENCE_HAS_MEETINGS: N_(
+        "The conciliator has meetings booked on those days: %(count)s to move first"
+        " (%(days)s). Move them from their case files, then try again."
+    ),
+    ErrorCode.ABSENCE_EXISTS: N_("An absence is already recorded on %(days)s."),
+    ErrorCode.CAPACITY_RANGE: N_(
+        "The meetings a company attends in parallel are a whole number from 1 to 10."
+    ),
+    ErrorCode.CAPACITY_BELOW_BOOKED: N_(
+        "Some slots already hold more of the company's meetings than the new number: %(count)s"
+        " to move first (%(slots)s). Move them from their case files, then try again."
+    ),
     ErrorCode.TRANSITION_REFUSED: N_("This step is not possible in the current state of the case."),
     ErrorCode.FILE_TYPE_NOT_ALLOWED: N_("This type of file is not accepted: see the allowed ones."),
     ErrorCode.FILE_CONTENT_MISMATCH: N_(

@@ -34,6 +34,7 @@ from core.settings import Settings
 from scheduling.bookings import REMINDER_JOB, Bookings, Rules
 from scheduling.invitations import Invitations
 from scheduling.planner import Planner
+from scheduling.resources import Resources
 from web.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -65,6 +66,7 @@ class Services:
     bookings: Bookings
     jobs: JobRunner
     planner: Planner
+    resources: Resources
     helpdesk: HelpDesk
     metrics: Metrics
     secret: bytes
@@ -218,6 +220,7 @@ async def open_services(settings: Settings, clock: Clock) -> Services:
         bookings=bookings,
         jobs=jobs,
         planner=Planner(db, clock, bookings, weeks=settings.schedule_weeks),
+        resources=Resources(db, clock),
         filing=Filing(db, clock, files, complaint_wait_days=settings.complaint_wait_days),
         helpdesk=HelpDesk(
             db,
