@@ -104,6 +104,16 @@ class ErrorCode(StrEnum):
     ABSENCE_EXISTS = "absence_exists"
     CAPACITY_RANGE = "capacity_range"
     CAPACITY_BELOW_BOOKED = "capacity_below_booked"
+    # the meeting room
+    ROOM_CLOSED = "room_closed"
+    NOT_ADMITTED = "not_admitted"
+    REMOVED = "removed"
+    MUTED = "muted"
+    SEPARATE_SESSION = "separate_session"
+    PROPOSAL_NOT_ASKED = "proposal_not_asked"
+    AGREEMENT_CHANGED = "agreement_changed"
+    ACCEPTANCE_MISSING = "acceptance_missing"
+    NO_AGREEMENT_TEXT = "no_agreement_text"
     # the life of a case
     TRANSITION_REFUSED = "transition_refused"
     # uploaded files

@@ -546,23 +546,27 @@ class Bookings:
             meeting = await session.get(Meeting, meeting_id, with_for_update=True)
             if meeting is None:
                 raise UserError(ErrorCode.NOT_FOUND)
-            case, actor = await case_for(session, conciliator, meeting.case_id, lock=True)
-            if actor != Actor.CONCILIATOR or meeting.conciliator_id != conciliator.id:
-                raise UserError(ErrorCode.FORBIDDEN)
-            if meeting.status != MeetingStatus.SCHEDULED:
-                raise UserError(ErrorCode.TRANSITION_REFUSED, "the meeting is not scheduled")
-            opens = self.rules.room_opens(meeting)
-            if self.clock.now() < opens:
-                raise UserError(
-                    ErrorCode.MEETING_NOT_STARTED,
-                    opens=opens.astimezone(ROME).strftime("%d/%m/%Y %H:%M"),
-                )
-            await self.files.step_in(session, case, actor, conciliator, Action.HOLD_MEETING)
-            meeting.status = MeetingStatus.HELD
-            meeting.updated_at = self.clock.now()
-            await drop_jobs(session, f"meeting:{meeting.id}")  # no reminders any more
+            await self.hold_in(session, conciliator, meeting)
             await session.commit()
         return meeting
+
+    async def hold_in(self, session: AsyncSession, conciliator: Account, meeting: Meeting) -> None:
+        """Holding the meeting inside the caller's transaction (the room opens it so)."""
+        case, actor = await case_for(session, conciliator, meeting.case_id, lock=True)
+        if actor != Actor.CONCILIATOR or meeting.conciliator_id != conciliator.id:
+            raise UserError(ErrorCode.FORBIDDEN)
+        if meeting.status != MeetingStatus.SCHEDULED:
+            raise UserError(ErrorCode.TRANSITION_REFUSED, "the meeting is not scheduled")
+        opens = self.rules.room_opens(meeting)
+        if self.clock.now() < opens:
+            raise UserError(
+                ErrorCode.MEETING_NOT_STARTED,
+                opens=opens.astimezone(ROME).strftime("%d/%m/%Y %H:%M"),
+            )
+        await self.files.step_in(session, case, actor, conciliator, Action.HOLD_MEETING)
+        meeting.status = MeetingStatus.HELD
+        meeting.updated_at = self.clock.now()
+        await drop_jobs(session, f"meeting:{meeting.id}")  # no reminders any more
 
     async def do_extend(self, account: Account, case_id: uuid.UUID, reason: str) -> Window:
         """Extend the procedure once (by ``Rules.extension_days``), with the reason, telling

@@ -30,7 +30,7 @@ from tests.support import (
     staff,
     staff_sign_in,
 )
-from tests.test_bookings import FIRST, World, account, admitted_rows, rome
+from tests.worlds import FIRST, World, account, admitted_rows, rome
 
 TUESDAY = FIRST + timedelta(days=1)
 WEDNESDAY = FIRST + timedelta(days=2)

@@ -186,6 +186,21 @@ MESSAGES: dict[ErrorCode, str] = {
         "Some slots already hold more of the company's meetings than the new number: %(count)s"
         " to move first (%(slots)s). Move them from their case files, then try again."
     ),
+    ErrorCode.ROOM_CLOSED: N_("The meeting room is not open."),
+    ErrorCode.NOT_ADMITTED: N_("Wait until the conciliator admits you to the meeting."),
+    ErrorCode.REMOVED: N_("The conciliator removed you from this meeting."),
+    ErrorCode.MUTED: N_("The conciliator has muted your chat."),
+    ErrorCode.SEPARATE_SESSION: N_(
+        "The conciliator is in a separate session with the other party: please wait."
+    ),
+    ErrorCode.PROPOSAL_NOT_ASKED: N_(
+        "The conciliator may offer a settlement proposal only when both parties ask for one."
+    ),
+    ErrorCode.AGREEMENT_CHANGED: N_(
+        "The text of the agreement has changed: read it again before accepting."
+    ),
+    ErrorCode.ACCEPTANCE_MISSING: N_("Both parties must accept the agreement first."),
+    ErrorCode.NO_AGREEMENT_TEXT: N_("Write the text of the agreement first."),
     ErrorCode.TRANSITION_REFUSED: N_("This step is not possible in the current state of the case."),
     ErrorCode.FILE_TYPE_NOT_ALLOWED: N_("This type of file is not accepted: see the allowed ones."),
     ErrorCode.FILE_CONTENT_MISMATCH: N_(
