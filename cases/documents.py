@@ -20,7 +20,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from cases.accounts import Account
 from cases.alerts import Alerts, Audience
-from cases.casefile import Case, CaseEvent, case_for
+from cases.casefile import Case, CaseEvent, case_for, record
 from cases.identity import clean
 from cases.lifecycle import Actor, CaseStatus
 from cases.storage import KeyOwner, Storage, sweep_orphans
@@ -50,6 +50,7 @@ class Category(StrEnum):
     CONTRACT = "contract"
     CORRESPONDENCE = "correspondence"
     COMPANY_DOCUMENT = "company_document"
+    MINUTES = "minutes"  # the meeting's minutes (verbale), filed by the service
     OTHER = "other"
 
 
@@ -88,6 +89,8 @@ def check_document_fields(
     errors: dict[str, list[ErrorCode]] = {}
     try:
         chosen = Category(category if isinstance(category, str) else "")
+        if chosen == Category.MINUTES:
+            raise ValueError("the minutes are filed by the service only")
     except ValueError:
         errors["category"] = [ErrorCode.REQUIRED if not category else ErrorCode.INVALID_CHOICE]
         chosen = Category.OTHER
@@ -176,6 +179,57 @@ class Documents:
             raise
         if self.alerts is not None:
             self.alerts.notifier.wake()
+        return document
+
+    async def file_generated(
+        self,
+        session: AsyncSession,
+        case: Case,
+        author: Account,
+        actor: Actor,
+        *,
+        name: str,
+        content: bytes,
+        category: Category,
+        description: str,
+    ) -> Document:
+        """File a document the service produced (the minutes), visible to both parties, in the
+        caller's transaction, even on a closed case; both sides are told."""
+
+        async def chunks() -> AsyncIterator[bytes]:
+            yield content
+
+        stored = await self.storage.put(chunks(), max_bytes=len(content) + 1)
+        now = self.clock.now()
+        document = Document(
+            id=new_id(),
+            case_id=case.id,
+            storage_key=stored.key,
+            name=sanitize_name(name),
+            extension=extension(name),
+            size=stored.size,
+            sha256=stored.sha256,
+            category=category,
+            description=description[:DESCRIPTION_MAX],
+            visible_to_other_party=True,
+            added_by_id=author.id,
+            added_as=actor,
+            added_at=now,
+        )
+        session.add(document)
+        record(
+            session,
+            case,
+            at=now,
+            account_id=author.id,
+            actor=actor,
+            kind="document_added",
+            note=document.name,
+        )
+        if self.alerts is not None:
+            await self.alerts.send(
+                session, case, (Audience.APPLICANT, Audience.COMPANY), "case_document"
+            )
         return document
 
     async def _alert(

@@ -23,6 +23,7 @@ class ErrorCode(StrEnum):
     BAD_REQUEST = "bad_request"
     RATE_LIMITED = "rate_limited"
     CONFLICT = "conflict"
+    INTERNAL = "internal"  # our fault, logged; the client may retry
     # identity fields
     TAX_CODE_INVALID = "tax_code_invalid"
     VAT_INVALID = "vat_invalid"
@@ -114,6 +115,7 @@ class ErrorCode(StrEnum):
     AGREEMENT_CHANGED = "agreement_changed"
     ACCEPTANCE_MISSING = "acceptance_missing"
     NO_AGREEMENT_TEXT = "no_agreement_text"
+    DOCUMENT_PRIVATE = "document_private"
     # the life of a case
     TRANSITION_REFUSED = "transition_refused"
     # uploaded files

@@ -303,31 +303,50 @@ class Planner:
         earliest), with the same conciliator when possible. ``None``: no slot is free before
         the procedure's end, and the case waits in the scheduler's queue."""
         async with self.db.session() as session:
-            case, actor = await case_for(session, account, case_id, lock=True)
-            held = await self.bookings.held_meeting(session, case.id)
-            if held is None or case.status != CaseStatus.MEETING_HELD:
-                raise UserError(ErrorCode.TRANSITION_REFUSED, "no meeting was held")
-            if actor == Actor.CONCILIATOR and held.conciliator_id != account.id:
-                raise UserError(ErrorCode.FORBIDDEN)
-            await self.bookings.files.step_in(session, case, actor, account, Action.ADJOURN, note)
-            await session.flush()
-            calendar = await self.bookings.calendar(session)
-            # The conciliator books as the service does; a scheduler as themself.
-            booker = account if actor == Actor.SCHEDULER else None
-            if starts_at is not None:
-                meeting: Meeting | None = await self.bookings.book_in(
-                    session,
-                    calendar,
-                    booker,
-                    case.id,
-                    starts_at,
-                    conciliator_id or held.conciliator_id,
-                )
-            else:
-                meeting = await self._first_free(session, calendar, booker, case, held)
+            meeting = await self.adjourn_in(
+                session,
+                account,
+                case_id,
+                starts_at=starts_at,
+                conciliator_id=conciliator_id,
+                note=note,
+            )
             await session.commit()
         self.bookings.files.wake_mail()
         return meeting
+
+    async def adjourn_in(
+        self,
+        session: AsyncSession,
+        account: Account,
+        case_id: uuid.UUID,
+        *,
+        starts_at: datetime | None = None,
+        conciliator_id: uuid.UUID | None = None,
+        note: str | None = None,
+    ) -> Meeting | None:
+        """The adjournment inside the caller's transaction (the room's outcome uses it)."""
+        case, actor = await case_for(session, account, case_id, lock=True)
+        held = await self.bookings.held_meeting(session, case.id)
+        if held is None or case.status != CaseStatus.MEETING_HELD:
+            raise UserError(ErrorCode.TRANSITION_REFUSED, "no meeting was held")
+        if actor == Actor.CONCILIATOR and held.conciliator_id != account.id:
+            raise UserError(ErrorCode.FORBIDDEN)
+        await self.bookings.files.step_in(session, case, actor, account, Action.ADJOURN, note)
+        await session.flush()
+        calendar = await self.bookings.calendar(session)
+        # The conciliator books as the service does; a scheduler as themself.
+        booker = account if actor == Actor.SCHEDULER else None
+        if starts_at is not None:
+            return await self.bookings.book_in(
+                session,
+                calendar,
+                booker,
+                case.id,
+                starts_at,
+                conciliator_id or held.conciliator_id,
+            )
+        return await self._first_free(session, calendar, booker, case, held)
 
     async def _first_free(
         self,

@@ -21,6 +21,7 @@ from pytest_aiohttp import AiohttpClient
 from core.clock import FakeClock
 from core.db import Database
 from core.settings import Settings
+from tests.rooms_support import meet  # noqa: F401  (a fixture for the room tests)
 from tests.services import (
     REDIS_URL,
     PostgresDatabases,

@@ -154,7 +154,6 @@ async def test_an_adjournment_in_a_chosen_slot_and_its_refusals(world: World) ->
     assert error.value.code == ErrorCode.TRANSITION_REFUSED
 
 
-@pytest.mark.smtp
 async def test_the_procedure_is_extended_once_and_both_parties_are_told(world: World) -> None:
     svc = world.env.services
     case_id, _first = await held_case(world)

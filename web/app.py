@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -10,7 +12,9 @@ from aiohttp import web
 
 from core.clock import Clock, SystemClock
 from core.settings import Settings
-from web.context import SERVICES, context_middleware, security_headers
+from signaling.presence import LocalPresence
+from signaling.server import RoomBroadcaster, Signaling, build_server, presence_for
+from web.context import SERVICES, context_middleware, security_headers, session_account
 from web.services import open_services
 from web.views import (
     account,
@@ -33,6 +37,14 @@ VENDOR = Path(__file__).parents[1] / "node_modules" / "bootstrap-italia" / "dist
 MAX_BODY = 1024**2  # forms only for now; uploads will raise it per route
 
 
+SIGNALING = web.AppKey("signaling", Signaling)
+
+
+async def account_id_of(request: web.Request) -> uuid.UUID | None:
+    account = await session_account(request)
+    return account.id if account is not None else None
+
+
 def create_app(
     settings: Settings, *, clock: Clock | None = None, background: bool = True
 ) -> web.Application:
@@ -40,14 +52,36 @@ def create_app(
     app = web.Application(middlewares=[context_middleware], client_max_size=MAX_BODY)
     the_clock = clock or SystemClock()
 
+    sio = build_server(settings.public_url, settings.redis_url)
+    namespace = Signaling(
+        rooms=lambda: app[SERVICES].rooms,
+        account_of=account_id_of,
+        tokens=lambda: app[SERVICES].room_tokens,
+        now=the_clock.now,
+        presence=LocalPresence(),
+    )
+    sio.register_namespace(namespace)
+    sio.attach(app)
+    app[SIGNALING] = namespace
+
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         services = await open_services(settings, the_clock)
         app[SERVICES] = services
+        namespace.presence = presence_for(services.redis, settings.redis_prefix)
+        await namespace.presence.start()
+        services.rooms.broadcaster = RoomBroadcaster(namespace)
+        stop = asyncio.Event()
+        sweeper = None
         if background:
             services.start_background()
+            sweeper = asyncio.create_task(namespace.sweep_forever(stop), name="room-sweep")
         try:
             yield
         finally:
+            stop.set()
+            if sweeper is not None:
+                await sweeper
+            await namespace.presence.close()
             await services.close()
 
     app.cleanup_ctx.append(lifecycle)

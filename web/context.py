@@ -127,6 +127,12 @@ async def _load_session(
     return token, data, account
 
 
+async def session_account(request: web.Request) -> Account | None:
+    """The account signed in on ``request`` (two-step sign-in completed), if any."""
+    _token, data, account = await _load_session(request, services(request))
+    return account if data is not None and not data.mfa_pending else None
+
+
 async def _csrf_ok(request: web.Request, context: Ctx) -> bool:
     """Whether an unsafe request carries this visitor's anti-forgery token.
 
@@ -207,7 +213,8 @@ async def context_middleware(request: web.Request, handler: Handler) -> web.Stre
         if request.match_info.route.resource
         else "unmatched"
     )
-    if request.path.startswith(("/static/", "/healthz", "/readyz", "/metrics")):
+    # Socket.IO (``/socket.io/``) authenticates its own way: session cookie plus room token.
+    if request.path.startswith(("/static/", "/healthz", "/readyz", "/metrics", "/socket.io/")):
         response = await handler(request)
     else:
         response = await _handle(request, svc, handler)

@@ -43,8 +43,11 @@ DOCUMENT = {
     Category.CONTRACT: N_("Contract"),
     Category.CORRESPONDENCE: N_("Correspondence"),
     Category.COMPANY_DOCUMENT: N_("Company document"),
+    Category.MINUTES: N_("Minutes of the meeting"),
     Category.OTHER: N_("Other document"),
 }
+# What people may choose when they upload (the minutes are the service's own).
+UPLOAD_CATEGORIES = [(k, v) for k, v in DOCUMENT.items() if k != Category.MINUTES]
 SECTION = {
     Section.APPLICANT: N_("Who applies"),
     Section.SUPPLY: N_("Supply"),

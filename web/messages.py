@@ -18,6 +18,7 @@ MESSAGES: dict[ErrorCode, str] = {
     ErrorCode.BAD_REQUEST: N_("The request is not valid."),
     ErrorCode.RATE_LIMITED: N_("Too many requests: wait a moment and try again."),
     ErrorCode.CONFLICT: N_("This cannot be done in the current state."),
+    ErrorCode.INTERNAL: N_("Something went wrong on our side: please try again."),
     ErrorCode.TAX_CODE_INVALID: N_(
         "This is not a valid codice fiscale: check the 16 characters, the last is a check letter."
     ),
@@ -201,6 +202,9 @@ MESSAGES: dict[ErrorCode, str] = {
     ),
     ErrorCode.ACCEPTANCE_MISSING: N_("Both parties must accept the agreement first."),
     ErrorCode.NO_AGREEMENT_TEXT: N_("Write the text of the agreement first."),
+    ErrorCode.DOCUMENT_PRIVATE: N_(
+        "Not everyone here may see this document in the case file, so it cannot be shared now."
+    ),
     ErrorCode.TRANSITION_REFUSED: N_("This step is not possible in the current state of the case."),
     ErrorCode.FILE_TYPE_NOT_ALLOWED: N_("This type of file is not accepted: see the allowed ones."),
     ErrorCode.FILE_CONTENT_MISMATCH: N_(

@@ -17,6 +17,7 @@ from cases import (
 )
 from core import jobs, mail
 from core.db import Base
+from rooms import models as rooms_models
 from scheduling import bookings, planner
 
 MODULES = (
@@ -33,6 +34,7 @@ MODULES = (
     tokens,
     jobs,
     mail,
+    rooms_models,
 )
 
 

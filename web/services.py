@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -31,10 +32,14 @@ from core.i18n import I18n
 from core.jobs import JobRunner
 from core.mail import MailWorker
 from core.settings import Settings
+from rooms.filing import MinutesClerk
+from rooms.room import MINUTES_JOB, Rooms
+from rooms.seal import Sealer
 from scheduling.bookings import REMINDER_JOB, Bookings, Rules
 from scheduling.invitations import Invitations
 from scheduling.planner import Planner
 from scheduling.resources import Resources
+from signaling.tokens import RoomTokens
 from web.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -66,6 +71,8 @@ class Services:
     bookings: Bookings
     jobs: JobRunner
     planner: Planner
+    rooms: Rooms
+    room_tokens: RoomTokens
     resources: Resources
     helpdesk: HelpDesk
     metrics: Metrics
@@ -198,7 +205,17 @@ async def open_services(settings: Settings, clock: Clock) -> Services:
         ),
         invitations,
     )
-    jobs = JobRunner(db, clock, {REMINDER_JOB: invitations.remind}, on_done=mail.wake)
+    documents = Documents(db, clock, storage, alerts)
+    planner = Planner(db, clock, bookings, weeks=settings.schedule_weeks)
+    clerk = MinutesClerk(
+        clock, documents, functools.cache(lambda: Sealer.from_settings(settings)), i18n
+    )
+    jobs = JobRunner(
+        db,
+        clock,
+        {REMINDER_JOB: invitations.remind, MINUTES_JOB: clerk.file},
+        on_done=mail.wake,
+    )
     return Services(
         settings=settings,
         clock=clock,
@@ -216,10 +233,12 @@ async def open_services(settings: Settings, clock: Clock) -> Services:
         storage=storage,
         alerts=alerts,
         files=files,
-        documents=Documents(db, clock, storage, alerts),
+        documents=documents,
         bookings=bookings,
         jobs=jobs,
-        planner=Planner(db, clock, bookings, weeks=settings.schedule_weeks),
+        planner=planner,
+        rooms=Rooms(db, clock, bookings, documents, planner, secret, notifier=notifier, jobs=jobs),
+        room_tokens=RoomTokens(secret),
         resources=Resources(db, clock),
         filing=Filing(db, clock, files, complaint_wait_days=settings.complaint_wait_days),
         helpdesk=HelpDesk(

@@ -9,6 +9,7 @@ from sqlalchemy import select
 from cases.accounts import Account
 from cases.companies import Company
 from scheduling.bookings import MeetingStatus
+from signaling.tokens import TOKEN_TTL
 from web import labels
 from web.context import render, require, services
 from web.streams import parse_id
@@ -50,4 +51,20 @@ async def welcome(request: web.Request) -> web.StreamResponse:
         local=local,
         room_opens=rules.room_opens(meeting),
         room_opens_minutes=rules.room_opens_minutes,
+    )
+
+
+@routes.get("/meetings/{meeting_id}/token")
+async def room_token(request: web.Request) -> web.StreamResponse:
+    """A short-lived room token for the signed-in participant (the room's page asks for one
+    before each connection); JSON, same origin only."""
+    account = require(request)
+    svc = services(request)
+    meeting, _case, _actor = await svc.bookings.participation(
+        account, parse_id(request.match_info["meeting_id"])
+    )
+    token = svc.room_tokens.issue(meeting.id, account.id, svc.clock.now())
+    return web.json_response(
+        {"token": token, "expires_in": int(TOKEN_TTL.total_seconds())},
+        headers={"Cache-Control": "no-store"},
     )

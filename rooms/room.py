@@ -1,0 +1,1195 @@
+"""The rules of a meeting room, with no transport in sight.
+
+Every call names the account acting (from its authenticated connection) and the meeting (from
+its signed room token), never trusts anything else the client says about who it is, and checks
+again, in the same transaction as the change, that the account still takes part: its account is
+active, it is still the case's applicant (a delegation may have been revoked), the company's
+representative or the meeting's conciliator, it was not removed, and the room is open.
+
+State lives in the database (``rooms.models``); what others must learn is collected while the
+transaction runs and handed to the ``Broadcaster`` only after the commit, so nothing is announced
+that was not stored. Each event carries the whole new version of what it changed (a message, a
+participant, the room, the agreement), so that a client's snapshot plus the events it received
+equals a fresh snapshot.
+
+Audiences: ``ALL`` (everyone connected, the lobby included), ``IN`` (the conciliator and the
+admitted parties), ``CONCILIATOR``, a party's side (``side:applicant``/``side:company``, admitted
+members only) and one account (``account:<id>``). What is said in a separate session goes to the
+conciliator and that side only, now and in any history.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+from sqlalchemy import delete, or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from cases.accounts import Account, Role, Status
+from cases.casefile import Case
+from cases.documents import Document, Documents, may_see
+from cases.lifecycle import Action, Actor
+from cases.notifications import Notifier
+from core.clock import Clock
+from core.db import Database
+from core.errors import ErrorCode, ProtocolError, UserError
+from core.ids import keyed_hash, same
+from core.jobs import JobRunner, schedule_job
+from rooms.minutes import mask_email
+from rooms.models import (
+    PARTIES,
+    MemberState,
+    MessageKind,
+    Room,
+    RoomCode,
+    RoomMember,
+    RoomMessage,
+    RoomOutcome,
+    RoomPresence,
+    RoomSession,
+    SessionKind,
+    Side,
+)
+from scheduling.bookings import Bookings, Meeting, MeetingStatus
+from scheduling.planner import Planner
+
+ALL = "all"
+IN = "in"
+CONCILIATOR = "conciliator"
+HISTORY_TAIL = 200  # messages in a snapshot at most (older ones through ``history``)
+MESSAGE_MAX = 4000  # characters of one chat message
+NOTE_MAX = 300
+# Notices are keys the pages translate; their author is the person they are about.
+NOTICE_ADMITTED = "admitted"
+NOTICE_REMOVED = "removed"
+NOTICE_JOINT = "joint_session"
+NOTICE_SEPARATE = "separate_session"  # + "_applicant" or "_company"
+NOTICE_ACCEPTED = "accepted"
+AGREEMENT_MAX = 20000
+CODE_TTL = timedelta(minutes=10)
+CODE_RESEND = timedelta(seconds=60)  # a new code at most once a minute
+CODE_ATTEMPTS = 5
+MINUTES_JOB = "meeting_minutes"
+ACTOR_OF = {
+    Side.CONCILIATOR: Actor.CONCILIATOR,
+    Side.APPLICANT: Actor.APPLICANT,
+    Side.COMPANY: Actor.COMPANY,
+}
+CLOSING = {
+    RoomOutcome.AGREEMENT: Action.RECORD_AGREEMENT,
+    RoomOutcome.NO_AGREEMENT: Action.RECORD_NO_AGREEMENT,
+    RoomOutcome.APPLICANT_ABSENT: Action.RECORD_APPLICANT_ABSENT,
+    RoomOutcome.COMPANY_ABSENT: Action.RECORD_COMPANY_ABSENT,
+}
+CLIENT_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+def side_audience(side: str) -> str:
+    return f"side:{side}"
+
+
+def account_audience(account_id: uuid.UUID) -> str:
+    return f"account:{account_id}"
+
+
+@dataclass(frozen=True)
+class Emit:
+    audience: str
+    event: str
+    payload: dict[str, Any]
+
+
+class Broadcaster(Protocol):
+    """What the transport does for the room (``signaling`` implements it)."""
+
+    async def emit(self, meeting_id: uuid.UUID, emits: Sequence[Emit]) -> None: ...
+
+    async def refresh(self, meeting_id: uuid.UUID, account_id: uuid.UUID) -> None:
+        """The account's audiences changed (admitted, removed…): recompute its connections'."""
+
+    async def disconnect(self, meeting_id: uuid.UUID, account_id: uuid.UUID | None) -> None:
+        """Close the account's connections to the meeting (``None``: everyone's)."""
+
+    async def online(self, meeting_id: uuid.UUID) -> set[uuid.UUID]:
+        """The accounts connected to the meeting now, on any node."""
+
+
+@dataclass
+class Seat:
+    """Who is acting, checked against the database for this one event."""
+
+    meeting: Meeting
+    case: Case
+    account: Account
+    side: Side
+    member: RoomMember | None
+    room: Room | None
+
+
+@dataclass
+class Changes:
+    """What to announce once the transaction commits."""
+
+    emits: list[Emit] = field(default_factory=list)
+    refresh: list[uuid.UUID] = field(default_factory=list)
+    disconnect: list[uuid.UUID] = field(default_factory=list)
+    disconnect_all: bool = False
+
+    def add(self, audience: str, event: str, payload: dict[str, Any]) -> None:
+        self.emits.append(Emit(audience, event, payload))
+
+
+def side_of(account: Account, meeting: Meeting, case: Case) -> Side | None:
+    """The account's part in the meeting, from the server's records alone."""
+    if account.role == Role.CONCILIATOR and account.id == meeting.conciliator_id:
+        return Side.CONCILIATOR
+    if account.id == case.applicant_id:
+        return Side.APPLICANT
+    if account.role == Role.COMPANY_REP and account.company_id == case.company_id:
+        return Side.COMPANY
+    return None
+
+
+def iso(moment: datetime | None) -> str | None:
+    return moment.isoformat() if moment is not None else None
+
+
+def clean_text(value: object, limit: int, *, required: bool = True) -> str:
+    """User text as typed (it is shown as text, never as HTML), within its limit."""
+    if not isinstance(value, str):
+        raise ProtocolError(ErrorCode.BAD_REQUEST, "text expected")
+    text = value.replace("\r\n", "\n").strip()
+    if required and not text:
+        raise UserError(ErrorCode.REQUIRED)
+    if len(text) > limit:
+        raise UserError(ErrorCode.TOO_LONG, limit=limit)
+    return text
+
+
+class Rooms:
+    def __init__(
+        self,
+        db: Database,
+        clock: Clock,
+        bookings: Bookings,
+        documents: Documents,
+        planner: Planner,
+        secret: bytes,
+        *,
+        notifier: Notifier | None = None,
+        jobs: JobRunner | None = None,
+        broadcaster: Broadcaster | None = None,
+    ) -> None:
+        self.db = db
+        self.clock = clock
+        self.bookings = bookings
+        self.documents = documents
+        self.planner = planner
+        self.secret = secret
+        self.notifier = notifier
+        self.jobs = jobs
+        self.broadcaster = broadcaster
+
+    # ---- who is acting ------------------------------------------------------------------
+
+    async def _seat(
+        self, session: AsyncSession, account_id: uuid.UUID, meeting_id: uuid.UUID
+    ) -> Seat:
+        row = (
+            await session.execute(
+                select(Meeting, Case, Account)
+                .join(Case, Case.id == Meeting.case_id)
+                .join(Account, Account.id == account_id)
+                .where(Meeting.id == meeting_id)
+            )
+        ).first()
+        if row is None:
+            raise UserError(ErrorCode.NOT_FOUND)
+        meeting, case, account = row
+        side = side_of(account, meeting, case)
+        if side is None or meeting.status == MeetingStatus.CANCELLED:
+            raise UserError(ErrorCode.NOT_FOUND)  # as for a meeting that does not exist
+        if account.status != Status.ACTIVE:
+            raise UserError(ErrorCode.ACCOUNT_DISABLED)
+        member = await session.get(RoomMember, (meeting_id, account_id))
+        room = await session.get(Room, meeting_id)
+        return Seat(meeting, case, account, side, member, room)
+
+    async def _locked(
+        self, session: AsyncSession, account_id: uuid.UUID, meeting_id: uuid.UUID
+    ) -> Seat:
+        """The seat, with the room's row locked first (one change at a time per room)."""
+        locked = await session.execute(
+            update(Room)
+            .where(Room.meeting_id == meeting_id)
+            .values(version=Room.version + 1)
+            .returning(Room.meeting_id)
+        )
+        if locked.first() is None:
+            raise UserError(ErrorCode.ROOM_CLOSED)
+        seat = await self._seat(session, account_id, meeting_id)
+        if seat.room is not None:
+            await session.refresh(seat.room)
+        return seat
+
+    def _open_window(self, meeting: Meeting, now: datetime) -> bool:
+        return self.bookings.rules.room_open(meeting, now)
+
+    def _may_enter(self, seat: Seat, now: datetime) -> None:
+        """The room admits connections from 15 minutes before the slot until a grace time after
+        it, or until the conciliator ends it; its conciliator may come back later to close it."""
+        room = seat.room
+        if room is not None and room.ended_at is not None:
+            raise UserError(ErrorCode.ROOM_CLOSED)
+        if self._open_window(seat.meeting, now):
+            return
+        if seat.side == Side.CONCILIATOR and room is not None and room.opened_at is not None:
+            return
+        raise UserError(ErrorCode.ROOM_CLOSED)
+
+    def _present(self, seat: Seat) -> tuple[Room, RoomMember]:
+        """The room must be running and the member admitted (or be its conciliator)."""
+        room, member = seat.room, seat.member
+        if member is not None and member.state == MemberState.REMOVED:
+            raise UserError(ErrorCode.REMOVED)
+        if member is None or member.state != MemberState.ADMITTED:
+            raise UserError(ErrorCode.NOT_ADMITTED)
+        if room is None or room.opened_at is None or room.ended_at is not None:
+            raise UserError(ErrorCode.ROOM_CLOSED)
+        return room, member
+
+    def _chair(self, seat: Seat) -> tuple[Room, RoomMember]:
+        room, member = self._present(seat)
+        if seat.side != Side.CONCILIATOR:
+            raise UserError(ErrorCode.FORBIDDEN)
+        return room, member
+
+    # ---- what people see -----------------------------------------------------------------
+
+    @staticmethod
+    def member_view(member: RoomMember, account: Account, online: bool) -> dict[str, Any]:
+        return {
+            "id": str(member.account_id),
+            "name": f"{account.first_name} {account.last_name}",
+            "side": member.side,
+            "state": member.state,
+            "muted": member.muted,
+            "online": online,
+            "asked_proposal": member.proposal_asked_at is not None,
+            "accepted_version": member.accepted_version,
+        }
+
+    @staticmethod
+    def room_view(room: Room, session: RoomSession | None) -> dict[str, Any]:
+        return {
+            "opened": room.opened_at is not None,
+            "ended": room.ended_at is not None,
+            "outcome": room.outcome,
+            "lobby_note": room.lobby_note,
+            "session": (
+                {"id": session.id, "kind": session.kind, "side": session.side}
+                if session is not None
+                else None
+            ),
+        }
+
+    @staticmethod
+    def agreement_view(room: Room) -> dict[str, Any]:
+        return {
+            "text": room.agreement_text,
+            "version": room.agreement_version,
+            "proposal": room.agreement_proposal,
+        }
+
+    @staticmethod
+    def message_view(message: RoomMessage, names: dict[uuid.UUID, str]) -> dict[str, Any]:
+        return {
+            "seq": message.seq,
+            "kind": message.kind,
+            "author": str(message.author_id) if message.author_id else None,
+            "author_name": names.get(message.author_id, "") if message.author_id else "",
+            "client_id": message.client_id,
+            "session": message.session_id,
+            "side": message.side,
+            "text": message.body,
+            "document": str(message.document_id) if message.document_id else None,
+            "at": iso(message.at),
+        }
+
+    @staticmethod
+    def sees_all(side: Side) -> bool:
+        return side == Side.CONCILIATOR
+
+    def _visible(self, side: Side) -> Any:
+        """The messages ``side`` may read: the joint session's, and its own separate ones."""
+        if self.sees_all(side):
+            return True
+        return or_(RoomMessage.side.is_(None), RoomMessage.side == side.value)
+
+    async def _names(self, session: AsyncSession, meeting_id: uuid.UUID) -> dict[uuid.UUID, str]:
+        rows = await session.execute(
+            select(Account.id, Account.first_name, Account.last_name)
+            .join(RoomMember, RoomMember.account_id == Account.id)
+            .where(RoomMember.meeting_id == meeting_id)
+        )
+        return {i: f"{f} {last}" for i, f, last in rows.all()}
+
+    async def _messages(
+        self,
+        session: AsyncSession,
+        seat: Seat,
+        *,
+        after: int = 0,
+        limit: int = HISTORY_TAIL,
+    ) -> list[dict[str, Any]]:
+        rows = list(
+            await session.scalars(
+                select(RoomMessage)
+                .where(
+                    RoomMessage.meeting_id == seat.meeting.id,
+                    RoomMessage.seq > after,
+                    self._visible(seat.side),
+                )
+                .order_by(RoomMessage.seq.desc())
+                .limit(limit)
+            )
+        )
+        names = await self._names(session, seat.meeting.id)
+        return [self.message_view(m, names) for m in reversed(rows)]
+
+    async def _snapshot(
+        self, session: AsyncSession, seat: Seat, after: int | None = None
+    ) -> dict[str, Any]:
+        """What the account sees on (re)joining: everything, or only the lobby's view."""
+        meeting, room, member = seat.meeting, seat.room, seat.member
+        assert room is not None and member is not None
+        current = await session.get(RoomSession, room.session_id) if room.session_id else None
+        snapshot: dict[str, Any] = {
+            "meeting": {
+                "id": str(meeting.id),
+                "case": seat.case.code,
+                "starts_at": iso(meeting.starts_at),
+                "ends_at": iso(meeting.ends_at),
+                "mode": meeting.mode,
+            },
+            "server_time": iso(self.clock.now()),
+            "me": {
+                "id": str(seat.account.id),
+                "side": seat.side.value,
+                "state": member.state,
+                "muted": member.muted,
+            },
+            "room": self.room_view(room, current),
+            "seq": room.seq,
+        }
+        if member.state != MemberState.ADMITTED:
+            return snapshot
+        online = await self.broadcaster.online(meeting.id) if self.broadcaster else set()
+        members = await session.execute(
+            select(RoomMember, Account)
+            .join(Account, Account.id == RoomMember.account_id)
+            .where(RoomMember.meeting_id == meeting.id)
+            .order_by(RoomMember.knocked_at)
+        )
+        snapshot["participants"] = [
+            self.member_view(m, a, a.id in online)
+            for m, a in members.all()
+            if self.sees_all(seat.side) or m.state == MemberState.ADMITTED
+        ]
+        snapshot["messages"] = await self._messages(
+            session, seat, after=after or 0, limit=500 if after else HISTORY_TAIL
+        )
+        snapshot["agreement"] = self.agreement_view(room)
+        return snapshot
+
+    # ---- joining and leaving -----------------------------------------------------------------
+
+    async def enter(self, account_id: uuid.UUID, meeting_id: uuid.UUID, connection: str) -> None:
+        """A connection joins the room: the lobby for a party until admitted, the room itself
+        for its conciliator (who opens it on arrival). The snapshot comes after, once the
+        connection listens to its audiences, so that nothing falls in between."""
+        changes = Changes()
+        now = self.clock.now()
+        async with self.db.session() as session:
+            seat = await self._seat(session, account_id, meeting_id)
+            self._may_enter(seat, now)
+            if seat.room is None:
+                try:
+                    async with session.begin_nested():
+                        session.add(Room(meeting_id=meeting_id, seq=0, version=0, lobby_note=""))
+                        await session.flush()
+                except IntegrityError:
+                    pass  # created meanwhile by someone else
+            seat = await self._locked(session, account_id, meeting_id)
+            room = seat.room
+            assert room is not None
+            self._may_enter(seat, now)
+            member = seat.member
+            if member is not None and member.state == MemberState.REMOVED:
+                raise UserError(ErrorCode.REMOVED)
+            chairing = seat.side == Side.CONCILIATOR
+            if member is None:
+                member = RoomMember(
+                    meeting_id=meeting_id,
+                    account_id=account_id,
+                    side=seat.side,
+                    state=MemberState.ADMITTED if chairing else MemberState.WAITING,
+                    muted=False,
+                    knocked_at=now,
+                )
+                session.add(member)
+                seat.member = member
+            elif member.state == MemberState.TURNED_AWAY:
+                member.state = MemberState.WAITING  # knocking again
+                member.knocked_at = now
+            if chairing and room.opened_at is None:
+                await self._open(session, seat, changes)
+            session.add(
+                RoomPresence(
+                    meeting_id=meeting_id,
+                    account_id=account_id,
+                    connection=connection,
+                    joined_at=now,
+                )
+            )
+            await session.flush()
+            if member.state == MemberState.WAITING:
+                changes.add(
+                    CONCILIATOR, "participant", self.member_view(member, seat.account, True)
+                )
+            await session.commit()
+        await self._announce(meeting_id, changes)
+
+    async def knock(self, account_id: uuid.UUID, meeting_id: uuid.UUID) -> None:
+        """A party that was turned away asks to come in again (back to the lobby)."""
+        changes = Changes()
+        async with self.db.session() as session:
+            seat = await self._locked(session, account_id, meeting_id)
+            member = seat.member
+            if member is None or member.state != MemberState.TURNED_AWAY:
+                return
+            member.state = MemberState.WAITING
+            member.knocked_at = self.clock.now()
+            changes.add(CONCILIATOR, "participant", self.member_view(member, seat.account, True))
+            await session.commit()
+        await self._announce(meeting_id, changes)
+
+    async def snapshot(
+        self, account_id: uuid.UUID, meeting_id: uuid.UUID, after: int | None = None
+    ) -> dict[str, Any]:
+        """What the account sees now (``after``: only the messages it does not hold yet)."""
+        async with self.db.session() as session:
+            seat = await self._seat(session, account_id, meeting_id)
+            if seat.room is None or seat.member is None:
+                raise UserError(ErrorCode.ROOM_CLOSED)
+            if seat.member.state == MemberState.REMOVED:
+                raise UserError(ErrorCode.REMOVED)
+            return await self._snapshot(session, seat, after)
+
+    async def _open(self, session: AsyncSession, seat: Seat, changes: Changes) -> None:
+        """The conciliator arrives: the meeting is held from now, the joint session begins."""
+        room = seat.room
+        assert room is not None
+        now = self.clock.now()
+        await self.bookings.hold_in(session, seat.account, seat.meeting)
+        room.opened_at = now
+        joint = RoomSession(meeting_id=room.meeting_id, kind=SessionKind.JOINT, started_at=now)
+        session.add(joint)
+        await session.flush()
+        room.session_id = joint.id
+        changes.add(ALL, "room", self.room_view(room, joint))
+
+    async def presence_changed(
+        self, account_id: uuid.UUID, meeting_id: uuid.UUID, online: bool
+    ) -> None:
+        """Tell the room someone came online or went away (after the transport knows)."""
+        async with self.db.session() as session:
+            member = await session.get(RoomMember, (meeting_id, account_id))
+            account = await session.get(Account, account_id)
+        if member is None or account is None:
+            return
+        audience = IN if member.state == MemberState.ADMITTED else CONCILIATOR
+        await self._announce(
+            meeting_id,
+            Changes(
+                emits=[Emit(audience, "participant", self.member_view(member, account, online))]
+            ),
+        )
+
+    async def leave(self, connection: str) -> None:
+        """A connection went away: its stretch of presence ends."""
+        async with self.db.session() as session:
+            await session.execute(
+                update(RoomPresence)
+                .where(RoomPresence.connection == connection, RoomPresence.left_at.is_(None))
+                .values(left_at=self.clock.now())
+            )
+            await session.commit()
+
+    async def audiences(self, account_id: uuid.UUID, meeting_id: uuid.UUID) -> list[str]:
+        """The audiences a connection of the account belongs to, from the server's records."""
+        async with self.db.session() as session:
+            seat = await self._seat(session, account_id, meeting_id)
+        found = [ALL, account_audience(account_id)]
+        member = seat.member
+        if member is not None and member.state == MemberState.REMOVED:
+            raise UserError(ErrorCode.REMOVED)
+        self._may_enter(seat, self.clock.now())
+        if member is None or member.state != MemberState.ADMITTED:
+            return found
+        found.append(IN)
+        if seat.side == Side.CONCILIATOR:
+            found.append(CONCILIATOR)
+        else:
+            found.append(side_audience(seat.side))
+        return found
+
+    async def revoked(
+        self, pairs: Sequence[tuple[uuid.UUID, uuid.UUID]]
+    ) -> set[tuple[uuid.UUID, uuid.UUID]]:
+        """Which (account, meeting) connections may no longer stay: the account was disabled,
+        its delegation revoked (no longer the applicant), it was removed, or the room ended.
+        Two queries whatever the number of connections (the signaling sweeps with it)."""
+        if not pairs:
+            return set()
+        accounts = {a for a, _m in pairs}
+        meetings = {m for _a, m in pairs}
+        async with self.db.session() as session:
+            people = {
+                a.id: a
+                for a in await session.scalars(select(Account).where(Account.id.in_(accounts)))
+            }
+            rows = await session.execute(
+                select(Meeting, Case, Room)
+                .join(Case, Case.id == Meeting.case_id)
+                .outerjoin(Room, Room.meeting_id == Meeting.id)
+                .where(Meeting.id.in_(meetings))
+            )
+            found = {meeting.id: (meeting, case, room) for meeting, case, room in rows.all()}
+            removed = set(
+                (
+                    await session.execute(
+                        select(RoomMember.account_id, RoomMember.meeting_id).where(
+                            RoomMember.meeting_id.in_(meetings),
+                            RoomMember.state == MemberState.REMOVED,
+                        )
+                    )
+                ).all()
+            )
+        gone = set()
+        for account_id, meeting_id in pairs:
+            account = people.get(account_id)
+            entry = found.get(meeting_id)
+            if (
+                account is None
+                or entry is None
+                or account.status != Status.ACTIVE
+                or side_of(account, entry[0], entry[1]) is None
+                or (entry[2] is not None and entry[2].ended_at is not None)
+                or (account_id, meeting_id) in removed
+            ):
+                gone.add((account_id, meeting_id))
+        return gone
+
+    # ---- the chat ----------------------------------------------------------------------------
+
+    def _speech_audience(self, room_session: RoomSession | None) -> list[str]:
+        if room_session is not None and room_session.kind == SessionKind.SEPARATE:
+            assert room_session.side is not None
+            return [CONCILIATOR, side_audience(room_session.side)]
+        return [IN]
+
+    async def say(
+        self, account_id: uuid.UUID, meeting_id: uuid.UUID, client_id: object, text: object
+    ) -> dict[str, Any]:
+        """Store a chat message once (a resend with the same ``client_id`` returns the first),
+        then announce it; the answer, sent after the commit, gives its sequence number."""
+        if not isinstance(client_id, str) or not CLIENT_ID.match(client_id):
+            raise ProtocolError(ErrorCode.BAD_REQUEST, "client_id")
+        body = clean_text(text, MESSAGE_MAX)
+        changes = Changes()
+        async with self.db.session() as session:
+            seat = await self._locked(session, account_id, meeting_id)
+            room, member = self._present(seat)
+            earlier = await session.scalar(
+                select(RoomMessage).where(
+                    RoomMessage.meeting_id == meeting_id,
+                    RoomMessage.author_id == account_id,
+                    RoomMessage.client_id == client_id,
+                )
+            )
+            if earlier is not None:
+                return {"seq": earlier.seq, "duplicate": True}
+            if member.muted:
+                raise UserError(ErrorCode.MUTED)
+            current = await session.get(RoomSession, room.session_id) if room.session_id else None
+            if (
+                current is not None
+                and current.kind == SessionKind.SEPARATE
+                and seat.side not in (Side.CONCILIATOR, current.side)
+            ):
+                raise UserError(ErrorCode.SEPARATE_SESSION)
+            message = self._add_message(
+                session,
+                room,
+                current,
+                MessageKind.CHAT,
+                body,
+                author=account_id,
+                client_id=client_id,
+            )
+            await session.flush()
+            view = self.message_view(message, {account_id: self._name(seat.account)})
+            for audience in self._speech_audience(current):
+                changes.add(audience, "message", view)
+            await session.commit()
+        await self._announce(meeting_id, changes)
+        return {"seq": view["seq"], "duplicate": False}
+
+    @staticmethod
+    def _name(account: Account) -> str:
+        return f"{account.first_name} {account.last_name}"
+
+    def _add_message(
+        self,
+        session: AsyncSession,
+        room: Room,
+        current: RoomSession | None,
+        kind: MessageKind,
+        body: str,
+        *,
+        author: uuid.UUID | None = None,
+        client_id: str | None = None,
+        document_id: uuid.UUID | None = None,
+        joint: bool = False,
+    ) -> RoomMessage:
+        separate = current is not None and current.kind == SessionKind.SEPARATE and not joint
+        room.seq += 1
+        message = RoomMessage(
+            meeting_id=room.meeting_id,
+            seq=room.seq,
+            author_id=author,
+            client_id=client_id,
+            kind=kind,
+            session_id=current.id if separate and current is not None else None,
+            side=current.side if separate and current is not None else None,
+            body=body,
+            document_id=document_id,
+            at=self.clock.now(),
+        )
+        session.add(message)
+        return message
+
+    async def history(
+        self, account_id: uuid.UUID, meeting_id: uuid.UUID, after: object, limit: object = 200
+    ) -> list[dict[str, Any]]:
+        """The messages after ``after`` that the account may read (a resync)."""
+        if not isinstance(after, int) or isinstance(after, bool) or after < 0:
+            raise ProtocolError(ErrorCode.BAD_REQUEST, "after")
+        if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= 500:
+            raise ProtocolError(ErrorCode.BAD_REQUEST, "limit")
+        async with self.db.session() as session:
+            seat = await self._seat(session, account_id, meeting_id)
+            self._present(seat)
+            messages = await self._messages(session, seat, after=after, limit=limit)
+        return messages
+
+    async def typing(self, account_id: uuid.UUID, meeting_id: uuid.UUID, on: object) -> None:
+        if not isinstance(on, bool):
+            raise ProtocolError(ErrorCode.BAD_REQUEST, "on")
+        async with self.db.session() as session:
+            seat = await self._seat(session, account_id, meeting_id)
+            room, member = self._present(seat)
+            if member.muted:
+                raise UserError(ErrorCode.MUTED)
+            current = await session.get(RoomSession, room.session_id) if room.session_id else None
+        if (
+            current is not None
+            and current.kind == SessionKind.SEPARATE
+            and seat.side
+            not in (
+                Side.CONCILIATOR,
+                current.side,
+            )
+        ):
+            raise UserError(ErrorCode.SEPARATE_SESSION)
+        payload = {"id": str(account_id), "on": on}
+        await self._announce(
+            meeting_id,
+            Changes(emits=[Emit(a, "typing", payload) for a in self._speech_audience(current)]),
+        )
+
+    # ---- the conciliator's controls ----------------------------------------------------------
+
+    async def _target(
+        self, session: AsyncSession, meeting_id: uuid.UUID, account_id: object
+    ) -> tuple[RoomMember, Account]:
+        """A party of this meeting named by the conciliator; ids of anyone else are refused."""
+        try:
+            target_id = uuid.UUID(str(account_id))
+        except ValueError:
+            raise ProtocolError(ErrorCode.BAD_REQUEST, "account") from None
+        member = await session.get(RoomMember, (meeting_id, target_id))
+        account = await session.get(Account, target_id)
+        if member is None or account is None or member.side == Side.CONCILIATOR:
+            raise UserError(ErrorCode.NOT_FOUND)
+        return member, account
+
+    async def admit(
+        self,
+        account_id: uuid.UUID,
+        meeting_id: uuid.UUID,
+        target: object,
+        *,
+        admit: bool = True,
+        note: object = "",
+    ) -> None:
+        """Let a waiting party in, or turn it away (with an optional message)."""
+        text = clean_text(note, NOTE_MAX, required=False)
+        changes = Changes()
+        async with self.db.session() as session:
+            seat = await self._locked(session, account_id, meeting_id)
+            room, _ = self._chair(seat)
+            member, account = await self._target(session, meeting_id, target)
+            if member.state == MemberState.REMOVED:
+                raise UserError(ErrorCode.REMOVED)
+            if member.state == MemberState.ADMITTED and admit:
+                return
+            current = await session.get(RoomSession, room.session_id) if room.session_id else None
+            member.state = MemberState.ADMITTED if admit else MemberState.TURNED_AWAY
+            online = await self._online(meeting_id)
+            view = self.member_view(member, account, account.id in online)
+            if admit:
+                notice = self._add_message(
+                    session,
+                    room,
+                    current,
+                    MessageKind.NOTICE,
+                    NOTICE_ADMITTED,
+                    author=account.id,
+                    joint=True,
+                )
+                await session.flush()
+                changes.add(IN, "participant", view)
+                changes.add(
+                    IN, "message", self.message_view(notice, {account.id: self._name(account)})
+                )
+            else:
+                changes.add(CONCILIATOR, "participant", view)
+            changes.add(
+                account_audience(account.id),
+                "me",
+                {
+                    "id": str(account.id),
+                    "side": member.side,
+                    "state": member.state,
+                    "muted": member.muted,
+                    "note": text,
+                },
+            )
+            changes.refresh.append(account.id)
+            await session.commit()
+        await self._announce(meeting_id, changes)
+
+    async def _online(self, meeting_id: uuid.UUID) -> set[uuid.UUID]:
+        return await self.broadcaster.online(meeting_id) if self.broadcaster else set()
+
+    async def set_lobby_note(
+        self, account_id: uuid.UUID, meeting_id: uuid.UUID, note: object
+    ) -> None:
+        text = clean_text(note, NOTE_MAX, required=False)
+        changes = Changes()
+        async with self.db.session() as session:
+            seat = await self._locked(session, account_id, meeting_id)
+            room, _ = self._chair(seat)
+            room.lobby_note = text
+            current = await session.get(RoomSession, room.session_id) if room.session_id else None
+            changes.add(ALL, "room", self.room_view(room, current))
+            await session.commit()
+        await self._announce(meeting_id, changes)
+
+    async def separate(self, account_id: uuid.UUID, meeting_id: uuid.UUID, side: object) -> None:
+        """Begin a separate session with one party (``side``), or with ``None`` go back to the
+        joint session. Who was present when follows from the sessions and presence rows."""
+        if side is not None and side not in [s.value for s in PARTIES]:
+            raise ProtocolError(ErrorCode.BAD_REQUEST, "side")
+        changes = Changes()
+        now = self.clock.now()
+        async with self.db.session() as session:
+            seat = await self._locked(session, account_id, meeting_id)
+            room, _ = self._chair(seat)
+            current = await session.get(RoomSession, room.session_id) if room.session_id else None
+            wanted_kind = SessionKind.JOINT if side is None else SessionKind.SEPARATE
+            if current is not None and current.kind == wanted_kind and current.side == side:
+                return
+            if current is not None:
+                current.ended_at = now
+            following = RoomSession(
+                meeting_id=meeting_id, kind=wanted_kind, side=side, started_at=now
+            )
+            session.add(following)
+            await session.flush()
+            room.session_id = following.id
+            label = NOTICE_JOINT if side is None else f"{NOTICE_SEPARATE}_{side}"
+            notice = self._add_message(
+                session, room, following, MessageKind.NOTICE, label, joint=True
+            )
+            await session.flush()
+            changes.add(ALL, "room", self.room_view(room, following))
+            changes.add(IN, "message", self.message_view(notice, {}))
+            await session.commit()
+        await self._announce(meeting_id, changes)
+
+    async def mute(
+        self, account_id: uuid.UUID, meeting_id: uuid.UUID, target: object, muted: object
+    ) -> None:
+        if not isinstance(muted, bool):
+            raise ProtocolError(ErrorCode.BAD_REQUEST, "muted")
+        changes = Changes()
+        async with self.db.session() as session:
+            seat = await self._locked(session, account_id, meeting_id)
+            self._chair(seat)
+            member, account = await self._target(session, meeting_id, target)
+            member.muted = muted
+            view = self.member_view(member, account, account.id in await self._online(meeting_id))
+            changes.add(
+                IN if member.state == MemberState.ADMITTED else CONCILIATOR, "participant", view
+            )
+            changes.add(
+                account_audience(account.id),
+                "me",
+                {
+                    "id": str(account.id),
+                    "side": member.side,
+                    "state": member.state,
+                    "muted": member.muted,
+                    "note": "",
+                },
+            )
+            await session.commit()
+        await self._announce(meeting_id, changes)
+
+    async def remove(self, account_id: uuid.UUID, meeting_id: uuid.UUID, target: object) -> None:
+        """Remove a party: its connections are closed at once and it may not come back."""
+        changes = Changes()
+        async with self.db.session() as session:
+            seat = await self._locked(session, account_id, meeting_id)
+            room, _ = self._chair(seat)
+            member, account = await self._target(session, meeting_id, target)
+            if member.state == MemberState.REMOVED:
+                return
+            member.state = MemberState.REMOVED
+            current = await session.get(RoomSession, room.session_id) if room.session_id else None
+            notice = self._add_message(
+                session,
+                room,
+                current,
+                MessageKind.NOTICE,
+                NOTICE_REMOVED,
+                author=account.id,
+                joint=True,
+            )
+            await session.flush()
+            changes.add(IN, "participant", self.member_view(member, account, False))
+            changes.add(IN, "message", self.message_view(notice, {account.id: self._name(account)}))
+            changes.add(
+                account_audience(account.id),
+                "me",
+                {
+                    "id": str(account.id),
+                    "side": member.side,
+                    "state": member.state,
+                    "muted": member.muted,
+                    "note": "",
+                },
+            )
+            changes.disconnect.append(account.id)
+            await session.commit()
+        await self._announce(meeting_id, changes)
+
+    # ---- documents ---------------------------------------------------------------------------
+
+    async def share(self, account_id: uuid.UUID, meeting_id: uuid.UUID, document: object) -> None:
+        """Share a document of the case file into the room. Only where everyone who will see
+        it may see it in the case file: in the joint session, a document both parties may see;
+        in a separate session, one that session's party may see."""
+        try:
+            document_id = uuid.UUID(str(document))
+        except ValueError:
+            raise ProtocolError(ErrorCode.BAD_REQUEST, "document") from None
+        changes = Changes()
+        async with self.db.session() as session:
+            seat = await self._locked(session, account_id, meeting_id)
+            room, member = self._present(seat)
+            if member.muted:
+                raise UserError(ErrorCode.MUTED)
+            found = await session.get(Document, document_id)
+            actor = ACTOR_OF[seat.side]
+            if found is None or found.case_id != seat.case.id or not may_see(found, actor):
+                raise UserError(ErrorCode.NOT_FOUND)
+            current = await session.get(RoomSession, room.session_id) if room.session_id else None
+            separate = current is not None and current.kind == SessionKind.SEPARATE
+            if separate and seat.side not in (Side.CONCILIATOR, current.side if current else None):
+                raise UserError(ErrorCode.SEPARATE_SESSION)
+            readers = [Side(current.side)] if separate and current and current.side else PARTIES
+            if not all(may_see(found, ACTOR_OF[side]) for side in readers):
+                raise UserError(ErrorCode.DOCUMENT_PRIVATE)
+            message = self._add_message(
+                session,
+                room,
+                current,
+                MessageKind.DOCUMENT,
+                found.name,
+                author=account_id,
+                document_id=found.id,
+            )
+            await session.flush()
+            view = self.message_view(message, {account_id: self._name(seat.account)})
+            for audience in self._speech_audience(current):
+                changes.add(audience, "message", view)
+            await session.commit()
+        await self._announce(meeting_id, changes)
+
+    # ---- the outcome ---------------------------------------------------------------------------
+
+    async def ask_proposal(self, account_id: uuid.UUID, meeting_id: uuid.UUID) -> None:
+        """A party asks the conciliator for a settlement proposal (recorded with its time)."""
+        changes = Changes()
+        async with self.db.session() as session:
+            seat = await self._locked(session, account_id, meeting_id)
+            _room, member = self._present(seat)
+            if seat.side == Side.CONCILIATOR:
+                raise UserError(ErrorCode.FORBIDDEN)
+            if member.proposal_asked_at is None:
+                member.proposal_asked_at = self.clock.now()
+            online = await self._online(meeting_id)
+            changes.add(
+                IN, "participant", self.member_view(member, seat.account, account_id in online)
+            )
+            await session.commit()
+        await self._announce(meeting_id, changes)
+
+    async def _parties(
+        self, session: AsyncSession, meeting_id: uuid.UUID
+    ) -> list[tuple[RoomMember, Account]]:
+        rows = await session.execute(
+            select(RoomMember, Account)
+            .join(Account, Account.id == RoomMember.account_id)
+            .where(RoomMember.meeting_id == meeting_id, RoomMember.side != Side.CONCILIATOR)
+        )
+        return [(m, a) for m, a in rows.all()]
+
+    async def draft(
+        self, account_id: uuid.UUID, meeting_id: uuid.UUID, text: object, proposal: object
+    ) -> dict[str, Any]:
+        """The conciliator writes (or rewrites) the agreement's text; each change is a new
+        version that the parties must accept again. A settlement proposal of the conciliator
+        is allowed only once both parties asked for one."""
+        body = clean_text(text, AGREEMENT_MAX)
+        if not isinstance(proposal, bool):
+            raise ProtocolError(ErrorCode.BAD_REQUEST, "proposal")
+        changes = Changes()
+        async with self.db.session() as session:
+            seat = await self._locked(session, account_id, meeting_id)
+            room, _ = self._chair(seat)
+            if proposal:
+                asked = {
+                    m.side
+                    for m, _a in await self._parties(session, meeting_id)
+                    if m.proposal_asked_at is not None
+                }
+                if not {Side.APPLICANT.value, Side.COMPANY.value} <= asked:
+                    raise UserError(ErrorCode.PROPOSAL_NOT_ASKED)
+            room.agreement_text = body
+            room.agreement_version += 1
+            room.agreement_proposal = proposal
+            await session.execute(delete(RoomCode).where(RoomCode.meeting_id == meeting_id))
+            changes.add(IN, "agreement", self.agreement_view(room))
+            version = room.agreement_version
+            await session.commit()
+        await self._announce(meeting_id, changes)
+        return {"version": version}
+
+    async def send_code(self, account_id: uuid.UUID, meeting_id: uuid.UUID) -> dict[str, Any]:
+        """E-mail the party a one-time code to confirm its acceptance of the current text."""
+        now = self.clock.now()
+        async with self.db.session() as session:
+            seat = await self._locked(session, account_id, meeting_id)
+            room, _member = self._present(seat)
+            if seat.side == Side.CONCILIATOR:
+                raise UserError(ErrorCode.FORBIDDEN)
+            if not room.agreement_text:
+                raise UserError(ErrorCode.NO_AGREEMENT_TEXT)
+            earlier = await session.get(RoomCode, (meeting_id, account_id))
+            if earlier is not None and earlier.expires_at - CODE_TTL + CODE_RESEND > now:
+                raise UserError(ErrorCode.RATE_LIMITED)
+            code = f"{secrets.randbelow(10**6):06d}"
+            if earlier is not None:
+                await session.delete(earlier)
+                await session.flush()
+            session.add(
+                RoomCode(
+                    meeting_id=meeting_id,
+                    account_id=account_id,
+                    code_hash=self._code_hash(meeting_id, account_id, code),
+                    version=room.agreement_version,
+                    expires_at=now + CODE_TTL,
+                    attempts=0,
+                )
+            )
+            if self.notifier is not None:
+                self.notifier.queue_for(
+                    session,
+                    seat.account,
+                    "agreement_code",
+                    code=code,
+                    case_code=seat.case.code or "",
+                    minutes=int(CODE_TTL.total_seconds() // 60),
+                )
+            await session.commit()
+        if self.notifier is not None:
+            self.notifier.wake()
+        return {"sent_to": mask_email(seat.account.email)}
+
+    def _code_hash(self, meeting_id: uuid.UUID, account_id: uuid.UUID, code: str) -> str:
+        return keyed_hash(self.secret, "agreement-code", str(meeting_id), str(account_id), code)
+
+    async def accept(
+        self, account_id: uuid.UUID, meeting_id: uuid.UUID, code: object, version: object
+    ) -> None:
+        """The party accepts this version of the agreement, confirmed by its one-time code."""
+        if not isinstance(code, str) or not re.fullmatch(r"[0-9]{6}", code):
+            raise ProtocolError(ErrorCode.BAD_REQUEST, "code")
+        changes = Changes()
+        now = self.clock.now()
+        async with self.db.session() as session:
+            seat = await self._locked(session, account_id, meeting_id)
+            room, member = self._present(seat)
+            if seat.side == Side.CONCILIATOR:
+                raise UserError(ErrorCode.FORBIDDEN)
+            if version != room.agreement_version or not room.agreement_text:
+                raise UserError(ErrorCode.AGREEMENT_CHANGED)
+            stored = await session.get(RoomCode, (meeting_id, account_id))
+            if stored is None or stored.version != version or stored.expires_at <= now:
+                raise UserError(ErrorCode.CODE_INVALID)
+            if stored.attempts >= CODE_ATTEMPTS:
+                raise UserError(ErrorCode.CODE_EXHAUSTED)
+            if not same(stored.code_hash, self._code_hash(meeting_id, account_id, code)):
+                stored.attempts += 1
+                await session.commit()
+                raise UserError(
+                    ErrorCode.CODE_EXHAUSTED
+                    if stored.attempts >= CODE_ATTEMPTS
+                    else ErrorCode.CODE_INVALID
+                )
+            await session.delete(stored)
+            member.accepted_version = room.agreement_version
+            member.accepted_at = now
+            member.accepted_email = seat.account.email
+            current = await session.get(RoomSession, room.session_id) if room.session_id else None
+            notice = self._add_message(
+                session,
+                room,
+                current,
+                MessageKind.NOTICE,
+                NOTICE_ACCEPTED,
+                author=account_id,
+                joint=True,
+            )
+            await session.flush()
+            online = await self._online(meeting_id)
+            changes.add(
+                IN, "participant", self.member_view(member, seat.account, account_id in online)
+            )
+            changes.add(
+                IN, "message", self.message_view(notice, {account_id: self._name(seat.account)})
+            )
+            await session.commit()
+        await self._announce(meeting_id, changes)
+
+    async def close(
+        self, account_id: uuid.UUID, meeting_id: uuid.UUID, outcome: object, note: object = ""
+    ) -> None:
+        """The conciliator records the outcome and ends the meeting: the case follows (closed,
+        or adjourned to a new slot), everyone is disconnected, and the minutes are drawn up,
+        sealed and filed by a job (done at once, retried if it fails)."""
+        try:
+            chosen = RoomOutcome(str(outcome))
+        except ValueError:
+            raise ProtocolError(ErrorCode.BAD_REQUEST, "outcome") from None
+        text = clean_text(note, 2000, required=False)
+        changes = Changes()
+        now = self.clock.now()
+        async with self.db.session() as session:
+            seat = await self._locked(session, account_id, meeting_id)
+            room, _ = self._chair(seat)
+            if chosen == RoomOutcome.AGREEMENT:
+                if not room.agreement_text:
+                    raise UserError(ErrorCode.NO_AGREEMENT_TEXT)
+                accepted = {
+                    m.side
+                    for m, _a in await self._parties(session, meeting_id)
+                    if m.accepted_version == room.agreement_version
+                }
+                if not {Side.APPLICANT.value, Side.COMPANY.value} <= accepted:
+                    raise UserError(ErrorCode.ACCEPTANCE_MISSING)
+            if chosen == RoomOutcome.ADJOURNMENT:
+                await self.planner.adjourn_in(
+                    session, seat.account, seat.case.id, note=text or None
+                )
+            else:
+                await self.bookings.files.step_in(
+                    session,
+                    seat.case,
+                    Actor.CONCILIATOR,
+                    seat.account,
+                    CLOSING[chosen],
+                    text or None,
+                )
+            current = await session.get(RoomSession, room.session_id) if room.session_id else None
+            if current is not None:
+                current.ended_at = now
+            room.session_id = None
+            room.ended_at = now
+            room.outcome = chosen
+            await session.execute(
+                update(RoomPresence)
+                .where(RoomPresence.meeting_id == meeting_id, RoomPresence.left_at.is_(None))
+                .values(left_at=now)
+            )
+            schedule_job(
+                session,
+                kind=MINUTES_JOB,
+                ref=f"minutes:{meeting_id}",
+                due_at=now,
+                now=now,
+                payload={"meeting": str(meeting_id)},
+            )
+            changes.add(ALL, "room", self.room_view(room, None))
+            changes.disconnect_all = True
+            await session.commit()
+        self.bookings.files.wake_mail()
+        await self._announce(meeting_id, changes)
+        if self.jobs is not None:
+            await self.jobs.run_due()
+
+    # ---- after the commit --------------------------------------------------------------------
+
+    async def _announce(self, meeting_id: uuid.UUID, changes: Changes) -> None:
+        if self.broadcaster is None:
+            return
+        if changes.emits:
+            await self.broadcaster.emit(meeting_id, changes.emits)
+        for account_id in changes.refresh:
+            await self.broadcaster.refresh(meeting_id, account_id)
+        for account_id in changes.disconnect:
+            await self.broadcaster.disconnect(meeting_id, account_id)
+        if changes.disconnect_all:
+            await self.broadcaster.disconnect(meeting_id, None)

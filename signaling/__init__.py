@@ -1,0 +1,1 @@
+"""The Socket.IO server of the meeting rooms (namespace ``/meeting``)."""

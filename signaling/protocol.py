@@ -1,0 +1,86 @@
+"""The payloads of the ``/meeting`` namespace's client events, validated before anything else.
+
+Every model forbids extra keys and checks types strictly, so a payload is either exactly what
+``docs/protocol.md`` documents or refused with ``bad_request``. None of them names a meeting:
+the meeting comes from the connection's room token.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
+
+from rooms.room import MESSAGE_MAX, NOTE_MAX
+
+
+class Payload(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Join(Payload):
+    """(Re)join: ``after`` is the last message sequence number the client holds."""
+
+    after: StrictInt | None = Field(default=None, ge=0)
+
+
+class Say(Payload):
+    client_id: StrictStr = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    text: StrictStr = Field(min_length=1, max_length=MESSAGE_MAX)
+
+
+class Typing(Payload):
+    on: StrictBool
+
+
+class History(Payload):
+    after: StrictInt = Field(ge=0)
+    limit: StrictInt = Field(default=200, ge=1, le=500)
+
+
+class Target(Payload):
+    account: uuid.UUID
+
+
+class TurnAway(Payload):
+    account: uuid.UUID
+    note: StrictStr = Field(default="", max_length=NOTE_MAX)
+
+
+class LobbyNote(Payload):
+    note: StrictStr = Field(max_length=NOTE_MAX)
+
+
+class Separate(Payload):
+    side: Literal["applicant", "company"] | None
+
+
+class Mute(Payload):
+    account: uuid.UUID
+    muted: StrictBool
+
+
+class Share(Payload):
+    document: uuid.UUID
+
+
+class Empty(Payload):
+    pass
+
+
+class Draft(Payload):
+    text: StrictStr = Field(max_length=20000)
+    proposal: StrictBool = False
+
+
+class Accept(Payload):
+    code: StrictStr = Field(pattern=r"^[0-9]{6}$")
+    version: StrictInt = Field(ge=1)
+
+
+class Close(Payload):
+    outcome: Literal[
+        "agreement", "no_agreement", "adjournment", "applicant_absent", "company_absent"
+    ]
+    note: StrictStr = Field(default="", max_length=2000)
