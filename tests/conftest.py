@@ -133,10 +133,14 @@ async def env(
     clock: FakeClock,
     aiohttp_client: AiohttpClient,
     settings_overrides: dict[str, Any],
+    request: pytest.FixtureRequest,
 ) -> AsyncIterator[Env]:
     settings = make_settings(db_url, tmp_path, **settings_overrides)
     client = await aiohttp_client(create_app(settings, clock=clock))
     environment = Env(client=client, clock=clock, db_url=db_url)
+    if request.node.get_closest_marker("smtp") is not None:
+        sink, _port = request.getfixturevalue("smtp_server")
+        environment.delivered = sink.messages
     yield environment
     await environment.close_extra()
 

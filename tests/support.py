@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import timedelta
+from email.message import Message
 from typing import Any, cast
 from urllib.parse import quote
 
@@ -121,6 +123,9 @@ class Env:
     client: TestClient[web.Request, web.Application]
     clock: FakeClock
     db_url: str
+    # What a test's SMTP server received (tests marked ``smtp``): once a mail is handed over,
+    # the outbox keeps no body, so it is read from here.
+    delivered: list[Message] | None = None
 
     @property
     def services(self) -> Services:
@@ -155,9 +160,31 @@ class Env:
             return list(await session.scalars(query))
 
     async def last_mail(self, to: str, contains: str = "") -> OutboxMail:
-        found = [m for m in await self.mails(to) if contains in m.body_text]
+        found = [m for m in await self.mails(to) if m.body_text and contains in m.body_text]
+        if not found and self.delivered is not None:
+            # Sent already (its body wiped from the outbox): read what the server received.
+            for _ in range(250):
+                found = [m for m in self.received(to) if contains in m.body_text]
+                if found:
+                    break
+                await asyncio.sleep(0.02)
         assert found, f"no mail to {to} containing {contains!r}"
         return found[-1]
+
+    def received(self, to: str) -> list[OutboxMail]:
+        """The mails the SMTP server received for ``to``, as outbox records."""
+        found = []
+        for message in self.delivered or []:
+            if message["To"] != to:
+                continue
+            text = ""
+            for part in message.walk():
+                payload = part.get_payload(decode=True)
+                if part.get_content_type() == "text/plain" and isinstance(payload, bytes):
+                    text = payload.decode(part.get_content_charset() or "utf-8")
+                    break
+            found.append(OutboxMail(to_addr=to, subject=str(message["Subject"]), body_text=text))
+        return found
 
     def advance(self, **kwargs: float) -> None:
         self.clock.advance(timedelta(**kwargs))
