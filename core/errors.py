@@ -92,6 +92,7 @@ class ErrorCode(StrEnum):
     PROPOSAL_STALE = "proposal_stale"
     MEETING_NOT_STARTED = "meeting_not_started"
     ALREADY_EXTENDED = "already_extended"
+    PERIOD_INVALID = "period_invalid"
     # the life of a case
     TRANSITION_REFUSED = "transition_refused"
     # uploaded files

@@ -17,6 +17,7 @@ from web.views import (
     admin,
     api,
     api_cases,
+    api_schedule,
     auth,
     cases,
     helpdesk,
@@ -62,6 +63,7 @@ def create_app(
         meetings.routes,
         api.routes,
         api_cases.routes,
+        api_schedule.routes,
         ops.routes,
     ):
         app.router.add_routes(table)

@@ -157,6 +157,9 @@ MESSAGES: dict[ErrorCode, str] = {
         "The meeting has not started yet: it can be recorded as held from %(opens)s."
     ),
     ErrorCode.ALREADY_EXTENDED: N_("The procedure has already been extended once."),
+    ErrorCode.PERIOD_INVALID: N_(
+        "The period must end on or after its first day and span at most %(days)s days."
+    ),
     ErrorCode.TRANSITION_REFUSED: N_("This step is not possible in the current state of the case."),
     ErrorCode.FILE_TYPE_NOT_ALLOWED: N_("This type of file is not accepted: see the allowed ones."),
     ErrorCode.FILE_CONTENT_MISMATCH: N_(
