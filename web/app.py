@@ -21,6 +21,7 @@ from web.views import (
     admin,
     api,
     api_cases,
+    api_schedule,
     auth,
     cases,
     helpdesk,
@@ -98,6 +99,7 @@ def create_app(
         resources.routes,
         api.routes,
         api_cases.routes,
+        api_schedule.routes,
         ops.routes,
     ):
         app.router.add_routes(table)

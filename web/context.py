@@ -186,7 +186,8 @@ def error_response(
     **more: object,
 ) -> web.Response:
     """An error as JSON (API) or as a page, in the request's language. ``fields`` (wrong form
-    fields, each with its codes) goes into the JSON body as ``error.fields``."""
+    fields, each with its codes) goes into the JSON body as ``error.fields``, the message's
+    parameters (a refusal's deadline, say) as ``error.params``."""
     status = status or STATUS.get(code, 400)
     context: Ctx | None = request.get(CTX_KEY)
     if context is None:
@@ -196,6 +197,12 @@ def error_response(
         body: dict[str, object] = {"code": code.value, "message": text}
         if fields:
             body["fields"] = {name: [c.value for c in codes] for name, codes in fields.items()}
+        given = {**(params or {}), **more}
+        if given:
+            body["params"] = {
+                name: value if isinstance(value, str | int | float | bool) else str(value)
+                for name, value in given.items()
+            }
         return web.json_response({"error": body}, status=status)
     if fields:
         text = " ".join(context.error_text(c) for codes in fields.values() for c in codes)

@@ -39,7 +39,8 @@ async def json_object(request: web.Request) -> dict[str, Any]:
     """An API request's body, which must be a JSON object."""
     try:
         body = await request.json()
-    except ValueError:
+    except (ValueError, RecursionError):
+        # RecursionError: nesting deeper than the parser goes (``[[[[...``), still the client's.
         raise UserError(ErrorCode.BAD_REQUEST, "the body is not JSON") from None
     if not isinstance(body, dict):
         raise UserError(ErrorCode.BAD_REQUEST, "the body must be a JSON object")
