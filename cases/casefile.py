@@ -40,6 +40,7 @@ from core.clock import ROME, Clock
 from core.db import Base, Database, UTCDateTime
 from core.errors import ErrorCode, FieldErrors, UserError
 from core.ids import new_id
+from core.text import strip_controls
 
 CODE_PREFIX = "CONC"
 
@@ -291,6 +292,8 @@ class CaseFiles:
     ) -> Step:
         """The step inside the caller's transaction, with its timeline line and alerts."""
         now = self.clock.now()
+        if note is not None:
+            note = strip_controls(note).strip()[:2000] or None
         before = CaseStatus(case.status)
         after, outcome = advance(before, action, actor)
         if action == Action.REQUEST_INTEGRATION and not (note or "").strip():

@@ -42,6 +42,7 @@ from core.db import Database
 from core.errors import ErrorCode, ProtocolError, UserError
 from core.ids import keyed_hash, same
 from core.jobs import JobRunner, schedule_job
+from core.text import strip_controls
 from rooms.minutes import mask_email
 from rooms.models import (
     PARTIES,
@@ -165,7 +166,7 @@ def clean_text(value: object, limit: int, *, required: bool = True) -> str:
     """User text as typed (it is shown as text, never as HTML), within its limit."""
     if not isinstance(value, str):
         raise ProtocolError(ErrorCode.BAD_REQUEST, "text expected")
-    text = value.replace("\r\n", "\n").strip()
+    text = strip_controls(value).strip()
     if required and not text:
         raise UserError(ErrorCode.REQUIRED)
     if len(text) > limit:

@@ -131,6 +131,11 @@ async def test_chat_is_stored_once_acknowledged_after_commit_and_resynced(meet: 
     ):
         answer = await back.call("say", bad)
         assert answer["ok"] is False and answer["error"]["code"] == "bad_request", bad
+    # Control characters (a NUL would break PostgreSQL) are dropped, line breaks kept.
+    odd = await back.say("a\x00b\x1b[31m\r\nc")
+    assert odd["ok"]
+    stored = (await back.call("history", {"after": odd["seq"] - 1}))["messages"]
+    assert [m["text"] for m in stored] == ["ab[31m\nc"]
 
 
 async def test_a_separate_session_is_private_now_and_in_history(meet: Meet) -> None:
