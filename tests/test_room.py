@@ -301,3 +301,21 @@ async def test_a_disabled_account_or_a_lost_role_loses_its_connections(meet: Mee
     await env.services.accounts.do_set_disabled(ids["cliente"], True)
     assert await namespace.sweep() == 1
     await customer.disconnected.wait()
+
+
+async def test_a_conciliator_who_reconnects_gets_the_room_back_as_it_was(meet: Meet) -> None:
+    chair, (customer, rep) = await admitted(meet, meet.customer, meet.rep)
+    assert (await chair.call("separate", {"side": "applicant"}))["ok"]
+    assert (await customer.say("only for the conciliator"))["ok"]
+    before = await chair.join()
+    await chair.close()
+    back = meet.client(meet.conciliator)
+    await back.connect()
+    after = await back.join()
+    assert after["room"] == before["room"] and after["room"]["session"]["side"] == "applicant"
+    assert [m["seq"] for m in after["messages"]] == [m["seq"] for m in before["messages"]]
+    assert {p["id"]: p["state"] for p in after["participants"]} == {
+        p["id"]: p["state"] for p in before["participants"]
+    }
+    # The parties were never sent back to the lobby.
+    assert (await rep.join())["me"]["state"] == "admitted"
