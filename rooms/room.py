@@ -288,6 +288,17 @@ class Rooms:
         }
 
     @staticmethod
+    def me_view(member: RoomMember, note: str = "") -> dict[str, Any]:
+        """What the account itself learns of its own state (with the conciliator's note)."""
+        return {
+            "id": str(member.account_id),
+            "side": member.side,
+            "state": member.state,
+            "muted": member.muted,
+            "note": note,
+        }
+
+    @staticmethod
     def room_view(room: Room, session: RoomSession | None) -> dict[str, Any]:
         return {
             "opened": room.opened_at is not None,
@@ -784,17 +795,7 @@ class Rooms:
                 )
             else:
                 changes.add(CONCILIATOR, "participant", view)
-            changes.add(
-                account_audience(account.id),
-                "me",
-                {
-                    "id": str(account.id),
-                    "side": member.side,
-                    "state": member.state,
-                    "muted": member.muted,
-                    "note": text,
-                },
-            )
+            changes.add(account_audience(account.id), "me", self.me_view(member, text))
             changes.refresh.append(account.id)
             await session.commit()
         await self._announce(meeting_id, changes)
@@ -863,17 +864,7 @@ class Rooms:
             changes.add(
                 IN if member.state == MemberState.ADMITTED else CONCILIATOR, "participant", view
             )
-            changes.add(
-                account_audience(account.id),
-                "me",
-                {
-                    "id": str(account.id),
-                    "side": member.side,
-                    "state": member.state,
-                    "muted": member.muted,
-                    "note": "",
-                },
-            )
+            changes.add(account_audience(account.id), "me", self.me_view(member))
             await session.commit()
         await self._announce(meeting_id, changes)
 
@@ -900,17 +891,7 @@ class Rooms:
             await session.flush()
             changes.add(IN, "participant", self.member_view(member, account, False))
             changes.add(IN, "message", self.message_view(notice, {account.id: self._name(account)}))
-            changes.add(
-                account_audience(account.id),
-                "me",
-                {
-                    "id": str(account.id),
-                    "side": member.side,
-                    "state": member.state,
-                    "muted": member.muted,
-                    "note": "",
-                },
-            )
+            changes.add(account_audience(account.id), "me", self.me_view(member))
             changes.disconnect.append(account.id)
             await session.commit()
         await self._announce(meeting_id, changes)

@@ -21,13 +21,11 @@ from tests.support import (
     DELEGATED_APPLICANT,
     DELEGATION_DOCUMENTS,
     GOOD_PASSWORD,
-    VALID_VAT,
     Browser,
     Env,
     domain_request,
     registered,
     sign_in,
-    staff,
     staff_sign_in,
 )
 from tests.worlds import FIRST, World, account, admitted_rows, rome
@@ -35,33 +33,6 @@ from tests.worlds import FIRST, World, account, admitted_rows, rome
 TUESDAY = FIRST + timedelta(days=1)
 WEDNESDAY = FIRST + timedelta(days=2)
 FRIDAY = FIRST + timedelta(days=4)
-
-
-@pytest.fixture
-async def world(env: Env) -> World:
-    company = await do_create_company(
-        env.services.db,
-        name="Energia A",
-        vat=VALID_VAT,
-        sectors=["electricity"],
-        now=env.clock.now(),
-    )
-    await registered(env, "cliente")
-    for name, role in (
-        ("sportello", "helpdesk"),
-        ("pianificatore", "scheduler"),
-        ("amministratore", "admin"),
-        ("conciliatore1", "conciliator"),
-        ("conciliatore2", "conciliator"),
-    ):
-        await staff(env, name, role=role)
-    return World(
-        env,
-        company.id,
-        await account(env, "pianificatore"),
-        await account(env, "conciliatore1"),
-        await account(env, "conciliatore2"),
-    )
 
 
 PODS = iter(f"IT001E{n:08d}" for n in range(20_000_000, 30_000_000))

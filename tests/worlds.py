@@ -63,6 +63,7 @@ async def world(env: Env) -> World:
     for name, role in (
         ("sportello", "helpdesk"),
         ("pianificatore", "scheduler"),
+        ("amministratore", "admin"),
         ("conciliatore1", "conciliator"),
         ("conciliatore2", "conciliator"),
     ):
