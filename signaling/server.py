@@ -140,6 +140,18 @@ class Signaling(socketio.AsyncNamespace):  # type: ignore[misc]
                 closed += 1
         return closed
 
+    async def reap(self) -> int:
+        """Record the departure of connections whose node died (its heartbeat expired): their
+        stretch of presence ends and, unless the account is still connected elsewhere, the room
+        hears that it went away. Returns how many."""
+        taken = await self.presence.reap()
+        for meeting_id, sid, account_id in taken:
+            await self._rooms().leave(sid)
+            still = await self.presence.connections(meeting_id)
+            if account_id not in still.values():
+                await self._rooms().presence_changed(account_id, meeting_id, online=False)
+        return len(taken)
+
     async def sweep_forever(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
             try:
@@ -148,6 +160,12 @@ class Signaling(socketio.AsyncNamespace):  # type: ignore[misc]
                     log.info("closed %d connections that lost their access", closed)
             except Exception:
                 log.exception("the connections' access sweep failed")
+            try:
+                reaped = await self.reap()
+                if reaped:
+                    log.info("recorded the departure of %d connections of a dead node", reaped)
+            except Exception:
+                log.exception("the dead nodes' connections could not be recorded as gone")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), SWEEP_SECONDS)
 
@@ -371,5 +389,5 @@ def build_server(
     )
 
 
-def presence_for(redis: Any, prefix: str) -> Presence:
-    return RedisPresence(redis, prefix) if redis is not None else LocalPresence()
+def presence_for(redis: Any, prefix: str, ttl_seconds: float) -> Presence:
+    return RedisPresence(redis, prefix, ttl_seconds) if redis is not None else LocalPresence()

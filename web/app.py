@@ -67,7 +67,9 @@ def create_app(
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         services = await open_services(settings, the_clock)
         app[SERVICES] = services
-        namespace.presence = presence_for(services.redis, settings.redis_prefix)
+        namespace.presence = presence_for(
+            services.redis, settings.redis_prefix, settings.presence_ttl_seconds
+        )
         await namespace.presence.start()
         services.rooms.broadcaster = RoomBroadcaster(namespace)
         stop = asyncio.Event()
