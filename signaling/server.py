@@ -161,7 +161,10 @@ class Signaling(socketio.AsyncNamespace):  # type: ignore[misc]
         another node at once (instead of hanging until the server gives up waiting for them)
         and their departures are recorded while the database is still open."""
         for sid in list(self._connections):
-            await self.disconnect(sid)
+            try:
+                await self.disconnect(sid)
+            except Exception:
+                log.exception("could not close a connection on the way out")
 
     async def resync(self) -> None:
         """Redis is back after an outage: events from other nodes may have been lost meanwhile,
