@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import secrets
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
@@ -33,6 +33,7 @@ class Settings(BaseSettings):
     database_url: str = ""
     redis_url: str | None = None
     redis_prefix: str = "concilia"
+    presence_ttl_seconds: int = Field(30, ge=3)  # a node silent this long counts as gone
     public_url: str = "http://127.0.0.1:8080"
     secret_key: SecretStr | None = None
 
@@ -93,6 +94,10 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     log_json: bool = True
 
+    # Tests only: `concilia serve` reads the time from a clock standing still at this instant
+    # (ISO 8601 with its offset), so a served meeting room can be open at a real slot.
+    clock_fixed: datetime | None = None
+
     @field_validator("public_url")
     @classmethod
     def _strip_slash(cls, value: str) -> str:
@@ -107,11 +112,25 @@ class Settings(BaseSettings):
         "minutes_seal_cert",
         "minutes_seal_chain",
         "minutes_tsa_url",
+        "clock_fixed",
         mode="before",
     )
     @classmethod
     def _empty_is_none(cls, value: object) -> object:
         return None if value == "" else value
+
+    @field_validator("clock_fixed")
+    @classmethod
+    def _aware(cls, value: datetime | None) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            raise ValueError("CONCILIA_CLOCK_FIXED needs a time zone offset")
+        return value
+
+    @model_validator(mode="after")
+    def _no_fixed_clock_in_production(self) -> Settings:
+        if self.clock_fixed is not None and self.env == "prod":
+            raise ValueError("CONCILIA_CLOCK_FIXED is for tests: refused with CONCILIA_ENV=prod")
+        return self
 
     @model_validator(mode="after")
     def _one_seal(self) -> Settings:

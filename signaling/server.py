@@ -9,8 +9,9 @@ the database, that the account still takes part and may do this. Answers are ack
 
 This module implements the room's ``Broadcaster``: audiences are Socket.IO rooms named
 ``<meeting>:<audience>``, entered by each connection as its member's state allows. With
-``CONCILIA_REDIS_URL`` set, python-socketio's Redis manager (JSON messages) carries emits, room
-changes and disconnections to whichever node holds the connection.
+``CONCILIA_REDIS_URL`` set, python-socketio's Redis manager (JSON messages on the channel
+``<prefix>-meeting``) carries emits, room changes and disconnections to whichever node holds the
+connection; ``FanOut`` adds what a node does when Redis goes away and comes back.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -28,6 +29,8 @@ from urllib.parse import urlsplit
 import socketio
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from core.errors import ConciliaError, ErrorCode, UserError
 from rooms.room import CONCILIATOR, IN, Emit, Rooms, side_audience
@@ -43,6 +46,7 @@ RATE_BURST = 20.0
 FLOOD_LIMIT = 50  # events refused for rate in a row before the connection is closed
 ENDED_GRACE_SECONDS = 1.0
 SWEEP_SECONDS = 5.0  # how soon a disabled account or a revoked delegation loses its connections
+RETRY_MAX_SECONDS = 8.0  # the longest wait between two tries to subscribe to Redis again
 MEMBER_AUDIENCES = (IN, CONCILIATOR, side_audience("applicant"), side_audience("company"))
 
 
@@ -140,6 +144,34 @@ class Signaling(socketio.AsyncNamespace):  # type: ignore[misc]
                 closed += 1
         return closed
 
+    async def reap(self) -> int:
+        """Record the departure of connections whose node died (its heartbeat expired): their
+        stretch of presence ends and, unless the account is still connected elsewhere, the room
+        hears that it went away. Returns how many."""
+        taken = await self.presence.reap()
+        for meeting_id, sid, account_id in taken:
+            await self._rooms().leave(sid)
+            still = await self.presence.connections(meeting_id)
+            if account_id not in still.values():
+                await self._rooms().presence_changed(account_id, meeting_id, online=False)
+        return len(taken)
+
+    async def close_all(self) -> None:
+        """The node is stopping: close its connections now, so that their clients move to
+        another node at once (instead of hanging until the server gives up waiting for them)
+        and their departures are recorded while the database is still open."""
+        for sid in list(self._connections):
+            try:
+                await self.disconnect(sid)
+            except Exception:
+                log.exception("could not close a connection on the way out")
+
+    async def resync(self) -> None:
+        """Redis is back after an outage: events from other nodes may have been lost meanwhile,
+        so this node's own connections are asked to catch up from the database."""
+        log.info("asking %d connections to resync after the Redis outage", self.connections)
+        await self.emit("resync", {}, ignore_queue=True)
+
     async def sweep_forever(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
             try:
@@ -148,6 +180,12 @@ class Signaling(socketio.AsyncNamespace):  # type: ignore[misc]
                     log.info("closed %d connections that lost their access", closed)
             except Exception:
                 log.exception("the connections' access sweep failed")
+            try:
+                reaped = await self.reap()
+                if reaped:
+                    log.info("recorded the departure of %d connections of a dead node", reaped)
+            except Exception:
+                log.exception("the dead nodes' connections could not be recorded as gone")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), SWEEP_SECONDS)
 
@@ -352,15 +390,69 @@ def origin_of(url: str) -> str:
     return f"{parts.scheme}://{parts.netloc}"
 
 
+class FanOut(socketio.AsyncRedisManager):  # type: ignore[misc]
+    """python-socketio's Redis manager — messages between nodes are JSON (the manager encodes
+    with the server's ``json`` module, never pickle) — with this node's own handling of a lost
+    Redis. The library's Redis client would quietly reconnect and subscribe again, and whatever
+    was published meanwhile would be lost without anyone knowing; here the client does not
+    retry on its own, so the listener sees the loss: it logs it, tries again with backoff (1 s,
+    doubling up to ``RETRY_MAX_SECONDS``), logs the recovery and, once subscribed again, calls
+    ``on_back`` (the namespace asks its connections to resync from the database)."""
+
+    def __init__(
+        self,
+        url: str,
+        channel: str,
+        on_back: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        super().__init__(url, channel=channel, redis_options={"retry": Retry(NoBackoff(), 0)})
+        self.on_back = on_back
+
+    async def _redis_listen_with_retries(self) -> AsyncIterator[Any]:
+        delay = 1.0
+        lost = False
+        while True:
+            pubsub = None
+            try:
+                self._redis_connect()
+                pubsub = self.pubsub  # publishing may replace self.pubsub meanwhile
+                await pubsub.subscribe(self.channel)
+                if lost:
+                    log.info("Redis is back: events from other nodes arrive again")
+                    lost, delay = False, 1.0
+                    if self.on_back is not None:
+                        try:
+                            await self.on_back()
+                        except Exception:
+                            log.exception("could not ask the connections to resync")
+                async for message in pubsub.listen():
+                    yield message
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if not lost:
+                    log.warning(
+                        "Redis lost (%s): events from other nodes do not arrive; retrying", exc
+                    )
+                lost = True
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RETRY_MAX_SECONDS)
+            finally:
+                if pubsub is not None:
+                    with contextlib.suppress(Exception):
+                        await pubsub.aclose()
+
+
 def build_server(
-    public_url: str, redis_url: str | None, extra_origins: Sequence[str] = ()
+    public_url: str,
+    redis_url: str | None,
+    *,
+    channel: str = "concilia-meeting",
+    on_back: Callable[[], Awaitable[None]] | None = None,
+    extra_origins: Sequence[str] = (),
 ) -> socketio.AsyncServer:
     """The Socket.IO server: the service's own origin only, small frames, JSON between nodes."""
-    manager = (
-        socketio.AsyncRedisManager(redis_url, channel="concilia-meeting")
-        if redis_url
-        else socketio.AsyncManager()
-    )
+    manager = FanOut(redis_url, channel, on_back) if redis_url else socketio.AsyncManager()
     return socketio.AsyncServer(
         async_mode="aiohttp",
         client_manager=manager,
@@ -371,5 +463,5 @@ def build_server(
     )
 
 
-def presence_for(redis: Any, prefix: str) -> Presence:
-    return RedisPresence(redis, prefix) if redis is not None else LocalPresence()
+def presence_for(redis: Any, prefix: str, ttl_seconds: float) -> Presence:
+    return RedisPresence(redis, prefix, ttl_seconds) if redis is not None else LocalPresence()

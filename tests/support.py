@@ -426,7 +426,21 @@ async def domain_request(
     **sections: dict[str, Any],
 ) -> str:
     """A request made through the domain services (faster than the pages); returns its id."""
-    svc = env.services
+    return await services_request(
+        env.services, username, company_id, documents=documents, submit=submit, **sections
+    )
+
+
+async def services_request(
+    svc: Services,
+    username: str,
+    company_id: str,
+    *,
+    documents: tuple[str, ...] = ("complaint", "identity"),
+    submit: bool = True,
+    **sections: dict[str, Any],
+) -> str:
+    """``domain_request`` on services opened by the test itself (no application running)."""
     account = await svc.accounts.by_username(username)
     assert account is not None
     answers = {name: dict(values) for name, values in REQUEST.items()}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -46,3 +47,19 @@ def test_empty_minutes_seal_variables_mean_unset(monkeypatch: pytest.MonkeyPatch
     assert settings.minutes_seal_p12 is None and settings.minutes_seal_key is None
     assert settings.minutes_seal_cert is None and settings.minutes_seal_chain is None
     assert settings.minutes_tsa_url is None
+
+
+def test_a_fixed_clock_is_for_tests_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CONCILIA_CLOCK_FIXED", "2026-11-30T08:46:00+01:00")
+    monkeypatch.setenv("CONCILIA_ENV", "test")
+    fixed = Settings().clock_fixed
+    assert fixed is not None and fixed == datetime(2026, 11, 30, 7, 46, tzinfo=UTC)
+    monkeypatch.setenv("CONCILIA_ENV", "prod")
+    with pytest.raises(ValueError, match="refused with CONCILIA_ENV=prod"):
+        Settings()
+    monkeypatch.setenv("CONCILIA_ENV", "dev")
+    monkeypatch.setenv("CONCILIA_CLOCK_FIXED", "2026-11-30T08:46:00")
+    with pytest.raises(ValueError, match="time zone"):
+        Settings()
+    monkeypatch.setenv("CONCILIA_CLOCK_FIXED", "")
+    assert Settings().clock_fixed is None

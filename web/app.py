@@ -53,13 +53,18 @@ def create_app(
     app = web.Application(middlewares=[context_middleware], client_max_size=MAX_BODY)
     the_clock = clock or SystemClock()
 
-    sio = build_server(settings.public_url, settings.redis_url)
     namespace = Signaling(
         rooms=lambda: app[SERVICES].rooms,
         account_of=account_id_of,
         tokens=lambda: app[SERVICES].room_tokens,
         now=the_clock.now,
         presence=LocalPresence(),
+    )
+    sio = build_server(
+        settings.public_url,
+        settings.redis_url,
+        channel=f"{settings.redis_prefix}-meeting",
+        on_back=namespace.resync,
     )
     sio.register_namespace(namespace)
     sio.attach(app)
@@ -68,7 +73,9 @@ def create_app(
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         services = await open_services(settings, the_clock)
         app[SERVICES] = services
-        namespace.presence = presence_for(services.redis, settings.redis_prefix)
+        namespace.presence = presence_for(
+            services.redis, settings.redis_prefix, settings.presence_ttl_seconds
+        )
         await namespace.presence.start()
         services.rooms.broadcaster = RoomBroadcaster(namespace)
         stop = asyncio.Event()
@@ -85,7 +92,13 @@ def create_app(
             await namespace.presence.close()
             await services.close()
 
+    async def hand_over(_app: web.Application) -> None:
+        # Before the server waits for open requests (Socket.IO connections never end by
+        # themselves) and before the services close.
+        await namespace.close_all()
+
     app.cleanup_ctx.append(lifecycle)
+    app.on_shutdown.append(hand_over)
     app.on_response_prepare.append(security_headers(settings.secure_cookies))
     for table in (
         pages.routes,

@@ -24,7 +24,7 @@ from cases.accounts import SELF_REGISTERED, STAFF_ROLES, Role
 from cases.companies import do_create_company, list_companies
 from cases.passwords import check_password
 from cases.request import Section
-from core.clock import ROME, SystemClock
+from core.clock import ROME, Clock, FakeClock, SystemClock
 from core.errors import FieldErrors, UserError
 from core.logs import configure_logging
 from core.settings import Settings, load_settings
@@ -60,7 +60,11 @@ class RouteAccessLogger(AbstractAccessLogger):
 
 
 def _serve(settings: Settings, host: str | None, port: int | None) -> int:
-    app = create_app(settings)
+    clock: Clock | None = None
+    if settings.clock_fixed is not None:  # refused in production by the settings
+        log.warning("the clock stands still at %s (CONCILIA_CLOCK_FIXED)", settings.clock_fixed)
+        clock = FakeClock(settings.clock_fixed)
+    app = create_app(settings, clock=clock)
     web.run_app(
         app,
         host=host or settings.host,
