@@ -62,7 +62,7 @@ class RoomClient:
         )
 
     async def call(self, event: str, data: Any = None) -> dict[str, Any]:
-        answer = await self.sio.call(event, data, namespace="/meeting", timeout=10)
+        answer = await self.sio.call(event, data, namespace="/meeting", timeout=30)
         assert isinstance(answer, dict)
         return answer
 
