@@ -116,6 +116,7 @@ class ErrorCode(StrEnum):
     ACCEPTANCE_MISSING = "acceptance_missing"
     NO_AGREEMENT_TEXT = "no_agreement_text"
     DOCUMENT_PRIVATE = "document_private"
+    MEDIA_UNAVAILABLE = "media_unavailable"  # no video now (server ports exhausted): use the chat
     # the life of a case
     TRANSITION_REFUSED = "transition_refused"
     # uploaded files

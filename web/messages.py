@@ -205,6 +205,9 @@ MESSAGES: dict[ErrorCode, str] = {
     ErrorCode.DOCUMENT_PRIVATE: N_(
         "Not everyone here may see this document in the case file, so it cannot be shared now."
     ),
+    ErrorCode.MEDIA_UNAVAILABLE: N_(
+        "Video is not available right now: the meeting goes on in the chat."
+    ),
     ErrorCode.TRANSITION_REFUSED: N_("This step is not possible in the current state of the case."),
     ErrorCode.FILE_TYPE_NOT_ALLOWED: N_("This type of file is not accepted: see the allowed ones."),
     ErrorCode.FILE_CONTENT_MISMATCH: N_(
