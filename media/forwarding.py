@@ -8,8 +8,9 @@ packet on, in the same call, to every ``OutboundSlot`` that carries it. ``Outbou
 takes the sender's place in a subscriber's transceiver: it writes a new header — the
 subscriber's SSRC and payload type, its own continuous sequence numbers and timestamps, the
 header extensions the subscriber negotiated — before the unchanged payload, and sends it
-through the subscriber's DTLS transport (SRTP). No frame is reassembled, no thread is used,
-nothing is packetized again.
+through the subscriber's DTLS transport (SRTP, ``media.wire``). No frame is reassembled, no
+thread is used, nothing is packetized again, and the whole path is synchronous: one packet
+in, its copies out, within one callback.
 
 Around that path, the RTCP a forwarder owes both ends: keyframe requests (PLI/FIR) from a
 subscriber go on to the publisher, and a subscriber starting on a video stream asks for one
@@ -19,17 +20,16 @@ publisher's sender reports are translated to each slot's timestamps (so audio an
 in sync); subscribers' bandwidth estimates (REMB) go back to the publisher as their minimum;
 and the server reports reception to the publisher once a second, when packets arrive.
 
-Everything here runs on the event loop, in the DTLS transports' receive tasks: a slot's
-binding (``OutboundSlot.bind``) changes between two packets, never during one.
+Everything here runs on the event loop and never awaits: a slot's binding
+(``OutboundSlot.bind``) changes between two packets, never during one.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import random
 import time
-from typing import Any
+from typing import Any, Protocol
 
 from aiortc.clock import current_datetime
 from aiortc.rtcdtlstransport import RTCDtlsTransport
@@ -72,6 +72,7 @@ from media.rtp import (
     keyframe_start,
     seq_newer,
 )
+from media.wire import now_ms
 
 logger = logging.getLogger(__name__)
 
@@ -86,6 +87,12 @@ ERROR_LOG_INTERVAL = 10.0
 
 def _now() -> float:
     return time.monotonic()
+
+
+class Sends(Protocol):
+    """Where a stream's packets leave: ``media.wire.Wire`` (SRTP on the peer's transport)."""
+
+    def send(self, data: bytes) -> None: ...
 
 
 class _Codecs:
@@ -123,11 +130,13 @@ class InboundStream:
         self,
         kind: str,
         transport: RTCDtlsTransport,
+        wire: Sends,
         codecs: list[RTCRtpCodecParameters],
     ) -> None:
         self.kind = kind
         self.video = kind == "video"
         self.codecs = _Codecs(codecs)
+        self.wire = wire
         self.ssrc: int | None = None  # the publisher's media SSRC, from the first packet
         self.targets: tuple[OutboundSlot, ...] = ()  # the slots carrying this stream now
         self.packets = 0
@@ -207,13 +216,19 @@ class InboundStream:
             self._stats.lsr = (info.ntp_timestamp >> 16) & 0xFFFFFFFF
             self._stats.lsr_time = time.time()
             for slot in self.targets:
-                await slot.sender_report(info.ntp_timestamp, info.rtp_timestamp)
+                slot.sender_report(info.ntp_timestamp, info.rtp_timestamp)
 
     async def _handle_rtp_packet(self, packet: RtpPacket, arrival_time_ms: int) -> None:
+        # aiortc's way in (before ``media.wire.take_media`` takes over): the same path, on
+        # the forwarder's clock rather than aiortc's.
+        self.handle(packet, now_ms())
+
+    def handle(self, packet: RtpPacket, arrival_ms: int) -> None:
+        """One RTP packet from the publisher: account for it, hand it on."""
         if not self._enabled:
             return
         try:
-            await self._forward(packet, arrival_time_ms)
+            self._forward(packet, arrival_ms)
         except Exception:
             # A bug, not the network: keep the connection, say so now and then.
             now = _now()
@@ -223,7 +238,7 @@ class InboundStream:
 
     # -- the forwarding path
 
-    async def _forward(self, packet: RtpPacket, arrival_ms: int) -> None:
+    def _forward(self, packet: RtpPacket, arrival_ms: int) -> None:
         codecs = self.codecs
         pt = packet.payload_type
         retransmitted = False
@@ -246,13 +261,13 @@ class InboundStream:
             if self.video:
                 lost = self._loss.add(packet.sequence_number)
                 if lost:
-                    await self._send_nack(lost)
+                    self._send_nack(lost)
         self.packets += 1
         self.octets += len(packet.payload)
         if arrival_ms - self._last_rr_ms >= RR_INTERVAL_MS:
-            await self._send_receiver_report(arrival_ms)
+            self._send_receiver_report(arrival_ms)
         if self._keyframe_wanted:
-            await self._send_pli()
+            self._send_pli()
 
         targets = self.targets
         if not targets:
@@ -268,7 +283,7 @@ class InboundStream:
                     if slot.keyframe_overdue():
                         self.request_keyframe()
                     continue
-            await slot.write(packet, key, send_time, arrival_ms)
+            slot.write(packet, key, send_time, arrival_ms)
 
     def _restart(self, ssrc: int) -> None:
         """A new upstream SSRC (first packet, or the publisher restarted its stream): every
@@ -285,23 +300,25 @@ class InboundStream:
         if self.video:
             self._keyframe_wanted = True
 
-    async def _send_pli(self) -> None:
+    def _send_pli(self) -> None:
         now = _now()
         if now - self._last_pli < PLI_INTERVAL or self.ssrc is None:
             return
         self._keyframe_wanted = False
         self._last_pli = now
-        await self._send_rtcp(
-            RtcpPsfbPacket(fmt=RTCP_PSFB_PLI, ssrc=self._rtcp_ssrc or 0, media_ssrc=self.ssrc)
+        self.wire.send(
+            bytes(
+                RtcpPsfbPacket(fmt=RTCP_PSFB_PLI, ssrc=self._rtcp_ssrc or 0, media_ssrc=self.ssrc)
+            )
         )
 
-    async def _send_nack(self, lost: list[int]) -> None:
+    def _send_nack(self, lost: list[int]) -> None:
         assert self.ssrc is not None
         nack = RtcpRtpfbPacket(fmt=RTCP_RTPFB_NACK, ssrc=self._rtcp_ssrc or 0, media_ssrc=self.ssrc)
         nack.lost = lost
-        await self._send_rtcp(nack)
+        self.wire.send(bytes(nack))
 
-    async def _send_receiver_report(self, arrival_ms: int) -> None:
+    def _send_receiver_report(self, arrival_ms: int) -> None:
         self._last_rr_ms = arrival_ms
         if self.ssrc is None or self._rtcp_ssrc is None:
             return
@@ -320,9 +337,9 @@ class InboundStream:
             lsr=stats.lsr,
             dlsr=dlsr,
         )
-        await self._send_rtcp(RtcpRrPacket(ssrc=self._rtcp_ssrc, reports=[report]))
+        self.wire.send(bytes(RtcpRrPacket(ssrc=self._rtcp_ssrc, reports=[report])))
 
-    async def relay_bandwidth(self) -> None:
+    def relay_bandwidth(self) -> None:
         """Tell the publisher the lowest bandwidth its subscribers estimated (REMB)."""
         if self.ssrc is None:
             return
@@ -339,18 +356,13 @@ class InboundStream:
         if now - last_time < REMB_INTERVAL and bitrate >= last_bitrate:
             return
         self._remb_sent = (now, bitrate)
-        await self._send_rtcp(
-            RtcpPsfbPacket(
-                fmt=RTCP_PSFB_APP,
-                ssrc=self._rtcp_ssrc or 0,
-                media_ssrc=0,
-                fci=pack_remb_fci(bitrate, [self.ssrc]),
-            )
+        remb = RtcpPsfbPacket(
+            fmt=RTCP_PSFB_APP,
+            ssrc=self._rtcp_ssrc or 0,
+            media_ssrc=0,
+            fci=pack_remb_fci(bitrate, [self.ssrc]),
         )
-
-    async def _send_rtcp(self, packet: AnyRtcpPacket) -> None:
-        with contextlib.suppress(ConnectionError):
-            await self._transport._send_rtp(bytes(packet))
+        self.wire.send(bytes(remb))
 
 
 class OutboundSlot:
@@ -362,6 +374,7 @@ class OutboundSlot:
         self,
         kind: str,
         transport: RTCDtlsTransport,
+        wire: Sends,
         *,
         ssrc: int,
         rtx_ssrc: int,
@@ -375,6 +388,7 @@ class OutboundSlot:
         self.video = kind == "video"
         self.mid = mid
         self.codecs = _Codecs(codecs)
+        self.wire = wire
         self.source: InboundStream | None = None
         self.waiting = False  # a video slot begins (again) only with a keyframe
         self.remb: int | None = None  # the subscriber's latest bandwidth estimate
@@ -453,7 +467,7 @@ class OutboundSlot:
     async def _handle_rtcp_packet(self, packet: AnyRtcpPacket) -> None:
         if isinstance(packet, RtcpRtpfbPacket) and packet.fmt == RTCP_RTPFB_NACK:
             for seq in packet.lost:
-                await self._retransmit(seq)
+                self._retransmit(seq)
         elif isinstance(packet, RtcpPsfbPacket) and packet.fmt in (RTCP_PSFB_PLI, RTCP_PSFB_FIR):
             if self.source is not None:
                 self.source.request_keyframe()
@@ -466,7 +480,7 @@ class OutboundSlot:
                 self.remb = bitrate
                 self.remb_time = _now()
                 if self.source is not None:
-                    await self.source.relay_bandwidth()
+                    self.source.relay_bandwidth()
 
     # -- what the room and the forwarding path call
 
@@ -504,7 +518,7 @@ class OutboundSlot:
         self._asked = now
         return True
 
-    async def write(self, packet: RtpPacket, key: str, send_time: int, arrival_ms: int) -> None:
+    def write(self, packet: RtpPacket, key: str, send_time: int, arrival_ms: int) -> None:
         """Send ``packet``'s payload under this slot's header."""
         pt = self.codecs.by_key.get(key)
         if pt is None or not self._started:
@@ -534,10 +548,7 @@ class OutboundSlot:
             self._last_ms = arrival_ms
         if self._history:
             self._history[out_seq & (HISTORY - 1)] = (out_seq, data, len(header))
-        try:
-            await self._transport._send_rtp(data)
-        except ConnectionError:
-            return
+        self.wire.send(data)
         self.packets += 1
         self.octets += len(packet.payload)
 
@@ -552,7 +563,7 @@ class OutboundSlot:
         self._synced = True
         self.waiting = False
 
-    async def sender_report(self, ntp: int, rtp_timestamp: int) -> None:
+    def sender_report(self, ntp: int, rtp_timestamp: int) -> None:
         """Pass on the publisher's sender report in this slot's terms: the same wall-clock
         instant, the slot's timestamp for it (receivers align audio and video with it)."""
         if not self._synced or not self._started:
@@ -566,10 +577,9 @@ class OutboundSlot:
                 octet_count=self.octets & 0xFFFFFFFF,
             ),
         )
-        with contextlib.suppress(ConnectionError):
-            await self._transport._send_rtp(bytes(report))
+        self.wire.send(bytes(report))
 
-    async def _retransmit(self, seq: int) -> None:
+    def _retransmit(self, seq: int) -> None:
         if not self._history:
             return
         entry = self._history[seq & (HISTORY - 1)]
@@ -585,5 +595,4 @@ class OutboundSlot:
             header[8:12] = self._rtx_ssrc.to_bytes(4, "big")
             self._rtx_seq = (self._rtx_seq + 1) & 0xFFFF
             data = bytes(header) + seq.to_bytes(2, "big") + data[header_length:]
-        with contextlib.suppress(ConnectionError):
-            await self._transport._send_rtp(data)
+        self.wire.send(data)

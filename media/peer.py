@@ -35,6 +35,7 @@ from aiortc import (
 from aiortc.rtcconfiguration import RTCBundlePolicy
 from aiortc.rtcdtlstransport import RTCDtlsTransport
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
+from aiortc.rtp import RtpPacket
 from aiortc.sdp import SessionDescription, candidate_from_sdp
 
 from core.errors import ErrorCode, ProtocolError, UserError
@@ -43,6 +44,7 @@ from media.forwarding import InboundStream, OutboundSlot
 from media.ice import NoMediaPort, bind_host_candidate
 from media.routing import KINDS, Kind
 from media.rtp import is_rtx
+from media.wire import Wire, release_media, take_media
 
 logger = logging.getLogger(__name__)
 
@@ -115,6 +117,7 @@ class MediaPeer:
         self._closing = False
         self._closed = asyncio.Event()
         self._watchdog: asyncio.TimerHandle | None = None
+        self._by_payload_type: dict[int, InboundStream] = {}
         # The server needs no STUN or TURN server of its own (aiortc would otherwise ask
         # Google's); one transport carries every m-line.
         self.pc = RTCPeerConnection(
@@ -179,6 +182,9 @@ class MediaPeer:
         sender in place of aiortc's before anything starts."""
         published: set[str] = set()
         index = {"audio": 0, "video": 0}
+        transport = self._transport()
+        wire = Wire(transport)
+        transport.on("statechange", self._transport_state)
         for transceiver in self.pc.getTransceivers():
             kind: Kind = "audio" if transceiver.kind == "audio" else "video"
             offered = transceiver._offerDirection or "inactive"
@@ -190,13 +196,13 @@ class MediaPeer:
                 codecs = transceiver._codecs
             transceiver.direction = _DIRECTION[(send, receive)]
             transceiver._codecs = codecs
-            transport = transceiver.receiver.transport
             original = transceiver.sender
-            inbound = InboundStream(kind, transport, codecs)
+            inbound = InboundStream(kind, transport, wire, codecs)
             inbound._set_rtcp_ssrc(original._ssrc)
             slot = OutboundSlot(
                 kind,
                 transport,
+                wire,
                 ssrc=original._ssrc,
                 rtx_ssrc=original._rtx_ssrc,
                 # The n-th audio and n-th video slot form one stream: played in sync.
@@ -211,6 +217,8 @@ class MediaPeer:
             if receive:
                 published.add(kind)
                 self.inbound[kind] = inbound
+                for payload_type in (*inbound.codecs.key, *inbound.codecs.rtx_of):
+                    self._by_payload_type[payload_type] = inbound
             if send:
                 self.slots[kind].append(slot)
                 index[kind] += 1
@@ -231,6 +239,18 @@ class MediaPeer:
         kept = {c.payloadType for c in chosen}
         rtx = [c for c in offered if is_rtx(c) and c.parameters.get("apt") in kept]
         return chosen + rtx
+
+    def _transport_state(self) -> None:
+        transport = self._transport()
+        if transport.state == "connected":
+            take_media(transport, self._deliver)
+
+    def _deliver(self, packet: RtpPacket, arrival_ms: int) -> None:
+        # The one publishing m-line of each kind owns its payload types (BUNDLE keeps them
+        # apart); a packet of any other type is no media of this participant.
+        stream = self._by_payload_type.get(packet.payload_type)
+        if stream is not None:
+            stream.handle(packet, arrival_ms)
 
     def _state_changed(self) -> None:
         state = self.pc.connectionState
@@ -267,6 +287,8 @@ class MediaPeer:
         for inbound in self.inbound.values():
             for slot in inbound.targets:
                 slot.bind(None)
+        if self.pc.getTransceivers():
+            release_media(self._transport())
         try:
             await self.pc.close()
         finally:

@@ -23,6 +23,7 @@ from aioice.ice import get_host_addresses
 from aiortc import RTCRtpReceiver, RTCRtpSender
 from aiortc.codecs.base import Decoder, Encoder
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
+from aiortc.rtp import RtpPacket
 
 from core.errors import ErrorCode, ProtocolError, UserError
 from media.config import MediaConfig
@@ -202,13 +203,26 @@ def aiortc_tasks() -> set[asyncio.Task[Any]]:
     return found
 
 
+def _absent() -> Any:
+    raise AssertionError("no peer connection")
+
+
 def decoder_threads() -> list[threading.Thread]:
     return [t for t in threading.enumerate() if t.name.endswith("-decoder")]
 
 
 async def test_forwards_audio_and_video_to_each_subscriber_without_decoding(
-    media_rooms: MediaRooms, codec_calls: CodecCalls
+    media_rooms: MediaRooms, codec_calls: CodecCalls, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # Packets that take aiortc's way in (queue, receive task) rather than the short one.
+    queued: list[InboundStream] = []
+    aiortc_way = InboundStream._handle_rtp_packet
+
+    async def counted(self: InboundStream, packet: RtpPacket, arrival_time_ms: int) -> None:
+        queued.append(self)
+        await aiortc_way(self, packet, arrival_time_ms)
+
+    monkeypatch.setattr(InboundStream, "_handle_rtp_packet", counted)
     events = Events()
     media_rooms._events = events
     meeting = Meeting(media_rooms.room("meeting-1"), codec_calls)
@@ -259,6 +273,14 @@ async def test_forwards_audio_and_video_to_each_subscriber_without_decoding(
                 assert isinstance(transceiver.sender, OutboundSlot)
                 assert not isinstance(transceiver.receiver, RTCRtpReceiver)
                 assert not isinstance(transceiver.sender, RTCRtpSender)
+        # Media took the short way, from the socket callback (only what arrived with the
+        # end of the DTLS handshake was queued).
+        forwarded = sum(
+            stream.packets
+            for participant in (C, A, B)
+            for stream in (meeting.room.peer(participant) or _absent()).inbound.values()
+        )
+        assert forwarded > 100 and len(queued) < forwarded / 20
     finally:
         await meeting.close()
 

@@ -170,13 +170,14 @@ def test_loss_detector() -> None:
 
 
 class Recorder:
-    """Stands for a DTLS transport: keeps what would be encrypted and sent."""
+    """Stands for a peer's DTLS transport and its wire: keeps what would be encrypted and
+    sent."""
 
     def __init__(self) -> None:
         self.sent: list[bytes] = []
         self._stats_id = "recorder"
 
-    async def _send_rtp(self, data: bytes) -> None:
+    def send(self, data: bytes) -> None:
         self.sent.append(data)
 
     def _register_rtp_receiver(self, *_: Any) -> None:
@@ -216,7 +217,7 @@ def publisher(
     codecs: list[RTCRtpCodecParameters], kind: str = "video"
 ) -> tuple[InboundStream, Recorder]:
     recorder = Recorder()
-    stream = InboundStream(kind, cast(RTCDtlsTransport, recorder), codecs)
+    stream = InboundStream(kind, cast(RTCDtlsTransport, recorder), recorder, codecs)
     stream._set_rtcp_ssrc(0x5E)
     return stream, recorder
 
@@ -228,6 +229,7 @@ async def subscriber(
     slot = OutboundSlot(
         kind,
         cast(RTCDtlsTransport, recorder),
+        recorder,
         ssrc=ssrc,
         rtx_ssrc=ssrc + 1,
         stream_id="slot-0",
@@ -249,12 +251,12 @@ async def test_a_slot_rewrites_the_header_and_keeps_the_payload() -> None:
     slot, downstream = await subscriber(video_codecs(120))
     slot.bind(source)
     # The slot waits for a keyframe and asked for one with the publisher's next packet.
-    await source._handle_rtp_packet(media(100, 9000, vp8(False)), 1000)
+    source.handle(media(100, 9000, vp8(False)), 1000)
     assert downstream.sent == []
     assert [p.fmt for p in upstream.rtcp() if isinstance(p, RtcpPsfbPacket)] == [RTCP_PSFB_PLI]
     frames = [vp8(True), b"\x00rest-of-keyframe", vp8(False)]
     for i, payload in enumerate(frames):
-        await source._handle_rtp_packet(media(101 + i, 12000 + 3000 * (i // 2), payload), 1100)
+        source.handle(media(101 + i, 12000 + 3000 * (i // 2), payload), 1100)
     out = downstream.rtp()
     assert [p.payload for p in out] == frames  # the very bytes the publisher sent
     assert {p.ssrc for p in out} == {0xAB} and {p.payload_type for p in out} == {120}
@@ -268,15 +270,15 @@ async def test_numbering_stays_continuous_across_a_switch_and_a_pause() -> None:
     second, _ = publisher(video_codecs(100))
     slot, downstream = await subscriber(video_codecs(96))
     slot.bind(first)
-    await first._handle_rtp_packet(media(5000, 1000, vp8(True)), 10_000)
-    await first._handle_rtp_packet(media(5001, 4000, vp8(False)), 10_033)
+    first.handle(media(5000, 1000, vp8(True)), 10_000)
+    first.handle(media(5001, 4000, vp8(False)), 10_033)
     slot.bind(second)  # another participant takes the slot, with its own numbering
-    await second._handle_rtp_packet(media(60000, 777, vp8(True), ssrc=0x2222, pt=100), 10_533)
-    await second._handle_rtp_packet(media(60001, 3777, vp8(False), ssrc=0x2222, pt=100), 10_566)
+    second.handle(media(60000, 777, vp8(True), ssrc=0x2222, pt=100), 10_533)
+    second.handle(media(60001, 3777, vp8(False), ssrc=0x2222, pt=100), 10_566)
     slot.bind(None)  # a pause (muted, or a separate session)
-    await second._handle_rtp_packet(media(60002, 6777, vp8(False), ssrc=0x2222, pt=100), 10_600)
+    second.handle(media(60002, 6777, vp8(False), ssrc=0x2222, pt=100), 10_600)
     slot.bind(second)
-    await second._handle_rtp_packet(media(60010, 30777, vp8(True), ssrc=0x2222, pt=100), 11_600)
+    second.handle(media(60010, 30777, vp8(True), ssrc=0x2222, pt=100), 11_600)
     out = downstream.rtp()
     seqs = [(p.sequence_number - out[0].sequence_number) & 0xFFFF for p in out]
     assert seqs == [0, 1, 2, 3, 4]  # nothing looks lost to the subscriber
@@ -292,9 +294,9 @@ async def test_packets_from_before_the_join_are_not_sent() -> None:
     source, _ = publisher(video_codecs(96))
     slot, downstream = await subscriber(video_codecs(96))
     slot.bind(source)
-    await source._handle_rtp_packet(media(10, 0, vp8(True)), 0)
-    await source._handle_rtp_packet(media(9, 0, vp8(False)), 0)  # late, before the keyframe
-    await source._handle_rtp_packet(media(11, 0, vp8(False)), 0)
+    source.handle(media(10, 0, vp8(True)), 0)
+    source.handle(media(9, 0, vp8(False)), 0)  # late, before the keyframe
+    source.handle(media(11, 0, vp8(False)), 0)
     assert len(downstream.rtp()) == 2
 
 
@@ -303,7 +305,7 @@ async def test_nack_is_answered_from_the_slot_history_as_rtx() -> None:
     slot, downstream = await subscriber(video_codecs(100, 101))
     slot.bind(source)
     for i in range(3):
-        await source._handle_rtp_packet(media(200 + i, 0, vp8(i == 0)), 0)
+        source.handle(media(200 + i, 0, vp8(i == 0)), 0)
     lost = downstream.rtp()[1]
     nack = RtcpRtpfbPacket(fmt=RTCP_RTPFB_NACK, ssrc=1, media_ssrc=0xAB)
     nack.lost = [lost.sequence_number, (lost.sequence_number + 500) & 0xFFFF]
@@ -319,7 +321,7 @@ async def test_without_rtx_the_packet_is_sent_again_as_it_was() -> None:
     source, _ = publisher(video_codecs(96))
     slot, downstream = await subscriber(video_codecs(96))
     slot.bind(source)
-    await source._handle_rtp_packet(media(7, 0, vp8(True)), 0)
+    source.handle(media(7, 0, vp8(True)), 0)
     nack = RtcpRtpfbPacket(fmt=RTCP_RTPFB_NACK, ssrc=1, media_ssrc=0xAB)
     nack.lost = [downstream.rtp()[0].sequence_number]
     await slot._handle_rtcp_packet(nack)
@@ -330,18 +332,18 @@ async def test_losses_upstream_are_asked_again_and_retransmissions_forwarded() -
     source, upstream = publisher(video_codecs(96, 97))
     slot, downstream = await subscriber(video_codecs(96))
     slot.bind(source)
-    await source._handle_rtp_packet(media(300, 0, vp8(True)), 0)
-    await source._handle_rtp_packet(media(303, 0, vp8(False)), 0)
+    source.handle(media(300, 0, vp8(True)), 0)
+    source.handle(media(303, 0, vp8(False)), 0)
     nacks = [p for p in upstream.rtcp() if isinstance(p, RtcpRtpfbPacket)]
     assert [n.lost for n in nacks] == [[301, 302]] and nacks[0].media_ssrc == 0x1111
     # The publisher retransmits 301 on its RTX stream (payload: original number, payload).
     rtx = media(1, 0, (301).to_bytes(2, "big") + b"recovered", ssrc=0x9999, pt=97)
-    await source._handle_rtp_packet(rtx, 0)
+    source.handle(rtx, 0)
     out = downstream.rtp()
     assert [p.payload for p in out][-1] == b"recovered"
     assert (out[-1].sequence_number - out[0].sequence_number) & 0xFFFF == 1
     # A padding-only RTX probe carries nothing to forward.
-    await source._handle_rtp_packet(media(2, 0, b"", ssrc=0x9999, pt=97), 0)
+    source.handle(media(2, 0, b"", ssrc=0x9999, pt=97), 0)
     assert len(downstream.rtp()) == 3
 
 
@@ -351,11 +353,11 @@ async def test_keyframe_requests_and_bandwidth_go_upstream() -> None:
     slow, _ = await subscriber(video_codecs(96), ssrc=0xB0)
     fast.bind(source)
     slow.bind(source)
-    await source._handle_rtp_packet(media(1, 0, vp8(True)), 0)
+    source.handle(media(1, 0, vp8(True)), 0)
     before = len(upstream.rtcp())
     source._last_pli = -1.0  # past the spacing of keyframe requests
     await fast._handle_rtcp_packet(RtcpPsfbPacket(fmt=RTCP_PSFB_PLI, ssrc=7, media_ssrc=0xA0))
-    await source._handle_rtp_packet(media(2, 0, vp8(False)), 0)
+    source.handle(media(2, 0, vp8(False)), 0)
     plis = [p for p in upstream.rtcp()[before:] if isinstance(p, RtcpPsfbPacket)]
     assert [(p.fmt, p.media_ssrc) for p in plis] == [(RTCP_PSFB_PLI, 0x1111)]
     for slot, bitrate in ((fast, 2_000_000), (slow, 300_000)):
@@ -371,7 +373,7 @@ async def test_sender_reports_are_translated_per_slot() -> None:
     source, _ = publisher(video_codecs(96))
     slot, downstream = await subscriber(video_codecs(96))
     slot.bind(source)
-    await source._handle_rtp_packet(media(1, 50_000, vp8(True)), 0)
+    source.handle(media(1, 50_000, vp8(True)), 0)
     first = downstream.rtp()[0]
     report = RtcpSrPacket(
         ssrc=0x1111,
@@ -401,7 +403,7 @@ async def test_audio_slots_start_at_once_and_a_codec_mismatch_is_refused() -> No
     )
     assert slot.accepts(source)
     slot.bind(source)
-    await source._handle_rtp_packet(media(1, 960, b"opus", pt=111), 0)
+    source.handle(media(1, 960, b"opus", pt=111), 0)
     assert [(p.payload_type, p.payload) for p in downstream.rtp()] == [(109, b"opus")]
     h264_only, _ = await subscriber(
         [
