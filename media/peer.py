@@ -164,7 +164,7 @@ class MediaPeer:
             return
         try:
             found = candidate_from_sdp(candidate.strip().removeprefix("candidate:"))
-        except (ValueError, IndexError):
+        except Exception:  # untrusted text; aiortc asserts, indexes and converts as it reads
             raise ProtocolError(ErrorCode.BAD_REQUEST, "candidate: unreadable") from None
         found.sdpMid = mid
         found.sdpMLineIndex = None if mid is not None else 0

@@ -451,6 +451,33 @@ async def test_a_connection_never_made_is_closed_after_the_timeout(
         await rooms.close()
 
 
+async def test_candidates_trickled_after_the_offer(
+    media_rooms: MediaRooms, codec_calls: CodecCalls
+) -> None:
+    meeting = Meeting(media_rooms.room("meeting-8"), codec_calls)
+    try:
+        await meeting.join(C, Side.CONCILIATOR, 1)
+        meeting.members[A] = Side.APPLICANT
+        meeting.route()
+        late = Client(A, 2)
+        meeting.clients[A] = late
+        # A browser sends its offer at once and its candidates as it finds them.
+        lines = (await late.offer()).split("\r\n")
+        found = [line for line in lines if line.startswith("a=candidate:")]
+        bare = [line for line in lines if not line.startswith(("a=candidate:", "a=end-of-c"))]
+        assert found
+        await late.accept(await meeting.room.offer(A, "\r\n".join(bare)))
+        mid = late.transceivers()[0].mid
+        for line in dict.fromkeys(found):
+            await meeting.room.add_candidate(A, line.removeprefix("a="), mid)
+        await meeting.room.add_candidate(A, None, None)
+        await flowing(meeting, C, A, "video")
+        with pytest.raises(ProtocolError):
+            await meeting.room.add_candidate(A, "candidate:nonsense", mid)
+    finally:
+        await meeting.close()
+
+
 async def test_offers_the_server_does_not_answer(
     media_rooms: MediaRooms, codec_calls: CodecCalls
 ) -> None:
