@@ -157,7 +157,7 @@ class MediaPeer:
         self._watchdog = loop.call_later(self._config.connect_seconds, self._timed_out)
         return str(self.pc.localDescription.sdp)
 
-    async def add_candidate(self, candidate: str | None, mid: str | None) -> None:
+    async def add_candidate(self, candidate: str | None) -> None:
         """A candidate the browser found after its offer (trickle ICE); ``None`` ends them."""
         if candidate is None or not candidate.strip():
             await self.pc.addIceCandidate(None)
@@ -166,8 +166,12 @@ class MediaPeer:
             found = candidate_from_sdp(candidate.strip().removeprefix("candidate:"))
         except Exception:  # untrusted text; aiortc asserts, indexes and converts as it reads
             raise ProtocolError(ErrorCode.BAD_REQUEST, "candidate: unreadable") from None
-        found.sdpMid = mid
-        found.sdpMLineIndex = None if mid is not None else 0
+        # Everything is bundled on the first m-line's transport, whichever m-line the browser
+        # names (aiortc would drop a candidate given for a bundled one).
+        transceivers = self.pc.getTransceivers()
+        if not transceivers:
+            return
+        found.sdpMid = transceivers[0].mid
         await self.pc.addIceCandidate(found)
 
     def _transport(self) -> RTCDtlsTransport:

@@ -158,11 +158,13 @@ class MediaRoom:
             self._apply()
             return answer
 
-    async def add_candidate(self, participant: str, candidate: str | None, mid: str | None) -> None:
-        """A trickled ICE candidate of ``participant``'s current connection."""
+    async def add_candidate(self, participant: str, candidate: str | None) -> None:
+        """A trickled ICE candidate (``candidate:…`` as the browser gives it, whatever its
+        m-line: all are bundled) of ``participant``'s current connection; ``None`` or an
+        empty string ends them."""
         peer = self._peers.get(participant)
         if peer is not None:
-            await peer.add_candidate(candidate, mid)
+            await peer.add_candidate(candidate)
 
     async def close(self, participant: str) -> None:
         """End ``participant``'s connection (they left, or turned video off entirely)."""

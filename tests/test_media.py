@@ -467,13 +467,12 @@ async def test_candidates_trickled_after_the_offer(
         bare = [line for line in lines if not line.startswith(("a=candidate:", "a=end-of-c"))]
         assert found
         await late.accept(await meeting.room.offer(A, "\r\n".join(bare)))
-        mid = late.transceivers()[0].mid
         for line in dict.fromkeys(found):
-            await meeting.room.add_candidate(A, line.removeprefix("a="), mid)
-        await meeting.room.add_candidate(A, None, None)
+            await meeting.room.add_candidate(A, line.removeprefix("a="))
+        await meeting.room.add_candidate(A, None)
         await flowing(meeting, C, A, "video")
         with pytest.raises(ProtocolError):
-            await meeting.room.add_candidate(A, "candidate:nonsense", mid)
+            await meeting.room.add_candidate(A, "candidate:nonsense")
     finally:
         await meeting.close()
 
