@@ -117,6 +117,7 @@ class ErrorCode(StrEnum):
     NO_AGREEMENT_TEXT = "no_agreement_text"
     DOCUMENT_PRIVATE = "document_private"
     PERIOD_INVALID = "period_invalid"
+    MEDIA_UNAVAILABLE = "media_unavailable"  # no video now (server ports exhausted): use the chat
     # the life of a case
     TRANSITION_REFUSED = "transition_refused"
     # uploaded files

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import secrets
 from datetime import datetime, timedelta
@@ -87,6 +88,18 @@ class Settings(BaseSettings):
     minutes_seal_passphrase: SecretStr | None = None
     minutes_tsa_url: str | None = None  # an RFC 3161 timestamp authority: PAdES B-T
 
+    # Video meetings (media/): where the server's peer connections listen, what browsers use.
+    media_bind_address: str | None = None  # UDP sockets' address (default: every address)
+    media_public_address: str | None = None  # the address announced to browsers (1:1 NAT)
+    media_port_min: int | None = None  # UDP port range of the peer connections (both or
+    media_port_max: int | None = None  # neither; default: any port the system gives)
+    media_ice_servers: str = ""  # STUN/TURN URLs handed to browsers, comma-separated
+    media_turn_secret: SecretStr | None = None  # TURN REST credentials (coturn auth secret)
+    media_turn_username: str | None = None  # or fixed TURN credentials
+    media_turn_password: SecretStr | None = None
+    media_video_codecs: str = "VP8,H264"  # what publishers are asked to send, preferred first
+    media_connect_seconds: int = 30  # a peer connection not up by then is closed
+
     argon2_time_cost: int = 3
     argon2_memory_kib: int = 65536
     argon2_parallelism: int = 4
@@ -113,6 +126,13 @@ class Settings(BaseSettings):
         "minutes_seal_chain",
         "minutes_tsa_url",
         "clock_fixed",
+        "media_bind_address",
+        "media_public_address",
+        "media_port_min",
+        "media_port_max",
+        "media_turn_secret",
+        "media_turn_username",
+        "media_turn_password",
         mode="before",
     )
     @classmethod
@@ -144,6 +164,44 @@ class Settings(BaseSettings):
         if (self.minutes_seal_key is None) != (self.minutes_seal_cert is None):
             raise ValueError("CONCILIA_MINUTES_SEAL_KEY and CONCILIA_MINUTES_SEAL_CERT go together")
         return self
+
+    @model_validator(mode="after")
+    def _media(self) -> Settings:
+        for name in ("media_bind_address", "media_public_address"):
+            value = getattr(self, name)
+            if value is not None:
+                try:
+                    ipaddress.ip_address(value)
+                except ValueError:
+                    raise ValueError(f"CONCILIA_{name.upper()} must be an IP address") from None
+        low, high = self.media_port_min, self.media_port_max
+        if (low is None) != (high is None):
+            raise ValueError("CONCILIA_MEDIA_PORT_MIN and CONCILIA_MEDIA_PORT_MAX go together")
+        if low is not None and high is not None and not 1024 <= low <= high <= 65535:
+            raise ValueError("the media port range must lie within 1024-65535, lowest first")
+        for url in self.media_ice_server_urls:
+            if not url.startswith(("stun:", "stuns:", "turn:", "turns:")):
+                raise ValueError(f"CONCILIA_MEDIA_ICE_SERVERS: {url!r} is no STUN or TURN URL")
+        if self.media_turn_secret is not None and self.media_turn_username is not None:
+            raise ValueError(
+                "set either CONCILIA_MEDIA_TURN_SECRET or CONCILIA_MEDIA_TURN_USERNAME, not both"
+            )
+        if (self.media_turn_username is None) != (self.media_turn_password is None):
+            raise ValueError(
+                "CONCILIA_MEDIA_TURN_USERNAME and CONCILIA_MEDIA_TURN_PASSWORD go together"
+            )
+        codecs = self.media_video_codec_names
+        if not codecs or not set(codecs) <= {"VP8", "H264"}:
+            raise ValueError("CONCILIA_MEDIA_VIDEO_CODECS: VP8, H264 or both, in order")
+        return self
+
+    @property
+    def media_ice_server_urls(self) -> list[str]:
+        return [u.strip() for u in self.media_ice_servers.split(",") if u.strip()]
+
+    @property
+    def media_video_codec_names(self) -> list[str]:
+        return [c.strip().upper() for c in self.media_video_codecs.split(",") if c.strip()]
 
     @property
     def dev(self) -> bool:

@@ -208,6 +208,9 @@ MESSAGES: dict[ErrorCode, str] = {
     ErrorCode.PERIOD_INVALID: N_(
         "The period must end on or after its first day and span at most %(days)s days."
     ),
+    ErrorCode.MEDIA_UNAVAILABLE: N_(
+        "Video is not available right now: the meeting goes on in the chat."
+    ),
     ErrorCode.TRANSITION_REFUSED: N_("This step is not possible in the current state of the case."),
     ErrorCode.FILE_TYPE_NOT_ALLOWED: N_("This type of file is not accepted: see the allowed ones."),
     ErrorCode.FILE_CONTENT_MISMATCH: N_(

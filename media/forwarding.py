@@ -1,0 +1,598 @@
+"""The forwarding path: the server's receivers and senders, which never decode or encode.
+
+aiortc's ``RTCRtpReceiver`` reassembles frames in a jitter buffer and decodes them in a
+thread; its ``RTCRtpSender`` encodes frames from a track and packetizes them again. A
+forwarding server needs neither. ``InboundStream`` takes the receiver's place in a
+transceiver: the DTLS transport hands it each decrypted, parsed RTP packet and it hands the
+packet on, in the same call, to every ``OutboundSlot`` that carries it. ``OutboundSlot``
+takes the sender's place in a subscriber's transceiver: it writes a new header — the
+subscriber's SSRC and payload type, its own continuous sequence numbers and timestamps, the
+header extensions the subscriber negotiated — before the unchanged payload, and sends it
+through the subscriber's DTLS transport (SRTP, ``media.wire``). No frame is reassembled, no
+thread is used, nothing is packetized again, and the whole path is synchronous: one packet
+in, its copies out, within one callback.
+
+Around that path, the RTCP a forwarder owes both ends: keyframe requests (PLI/FIR) from a
+subscriber go on to the publisher, and a subscriber starting on a video stream asks for one
+itself; NACKs from a subscriber are answered from the slot's recent packets (as RTX when
+negotiated); packets lost on the way in are asked again from the publisher; the
+publisher's sender reports are translated to each slot's timestamps (so audio and video stay
+in sync); subscribers' bandwidth estimates (REMB) go back to the publisher as their minimum;
+and the server reports reception to the publisher once a second, when packets arrive.
+
+Everything here runs on the event loop and never awaits: a slot's binding
+(``OutboundSlot.bind``) changes between two packets, never during one.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from typing import Any, Protocol
+
+from aiortc.clock import current_datetime
+from aiortc.rtcdtlstransport import RTCDtlsTransport
+from aiortc.rtcrtpparameters import (
+    RTCRtpCodecParameters,
+    RTCRtpHeaderExtensionParameters,
+    RTCRtpReceiveParameters,
+    RTCRtpSendParameters,
+)
+from aiortc.rtp import (
+    RTCP_PSFB_APP,
+    RTCP_PSFB_FIR,
+    RTCP_PSFB_PLI,
+    RTCP_RTPFB_NACK,
+    AnyRtcpPacket,
+    RtcpPsfbPacket,
+    RtcpReceiverInfo,
+    RtcpRrPacket,
+    RtcpRtpfbPacket,
+    RtcpSenderInfo,
+    RtcpSrPacket,
+    RtpPacket,
+    pack_remb_fci,
+    unpack_remb_fci,
+    unwrap_rtx,
+)
+from aiortc.stats import (
+    RTCInboundRtpStreamStats,
+    RTCOutboundRtpStreamStats,
+    RTCStatsReport,
+)
+
+from media.rtp import (
+    HeaderWriter,
+    LossDetector,
+    ReceptionStats,
+    abs_send_time,
+    codec_key,
+    is_rtx,
+    keyframe_start,
+    seq_newer,
+)
+from media.wire import now_ms
+
+logger = logging.getLogger(__name__)
+
+PLI_INTERVAL = 0.3  # seconds between two keyframe requests to one publisher
+KEYFRAME_RETRY = 1.0  # a slot still waiting for a keyframe asks again after this long
+RR_INTERVAL_MS = 1000  # receiver reports to a publisher, while its packets arrive
+REMB_FRESH = 5.0  # a subscriber's bandwidth estimate counts this long
+REMB_INTERVAL = 0.5  # at most this often upstream, unless the estimate drops
+HISTORY = 512  # packets a video slot keeps to answer NACKs (a power of two)
+ERROR_LOG_INTERVAL = 10.0
+
+
+def _now() -> float:
+    return time.monotonic()
+
+
+class Sends(Protocol):
+    """Where a stream's packets leave: ``media.wire.Wire`` (SRTP on the peer's transport)."""
+
+    def send(self, data: bytes) -> None: ...
+
+
+class _Codecs:
+    """A transceiver's negotiated codecs, by payload type and by ``codec_key``."""
+
+    def __init__(self, codecs: list[RTCRtpCodecParameters]) -> None:
+        self.key: dict[int, str] = {}
+        self.mime: dict[int, str] = {}
+        self.clock: dict[int, int] = {}
+        self.by_key: dict[str, int] = {}
+        self.rtx_of: dict[int, int] = {}  # RTX payload type -> its media payload type
+        self.rtx_for: dict[int, int] = {}  # media payload type -> its RTX payload type
+        for codec in codecs:
+            pt = codec.payloadType
+            if pt is None:
+                continue
+            if is_rtx(codec):
+                apt = codec.parameters.get("apt")
+                if isinstance(apt, int):
+                    self.rtx_of[pt] = apt
+                    self.rtx_for[apt] = pt
+                continue
+            key = codec_key(codec)
+            self.key[pt] = key
+            self.mime[pt] = codec.mimeType
+            self.clock[pt] = codec.clockRate
+            self.by_key.setdefault(key, pt)
+
+
+class InboundStream:
+    """The server's receiver of one participant's audio or video (aiortc's receiver
+    interface, without the jitter buffer, the decoder thread or the track)."""
+
+    def __init__(
+        self,
+        kind: str,
+        transport: RTCDtlsTransport,
+        wire: Sends,
+        codecs: list[RTCRtpCodecParameters],
+    ) -> None:
+        self.kind = kind
+        self.video = kind == "video"
+        self.codecs = _Codecs(codecs)
+        self.wire = wire
+        self.ssrc: int | None = None  # the publisher's media SSRC, from the first packet
+        self.targets: tuple[OutboundSlot, ...] = ()  # the slots carrying this stream now
+        self.packets = 0
+        self.octets = 0
+        self._transport = transport
+        self._enabled = True
+        self._track: Any = None
+        self._started = False
+        self._rtcp_ssrc: int | None = None
+        self._rtx_ssrc: dict[int, int] = {}
+        self._stats = ReceptionStats(90000 if self.video else 48000)
+        self._loss = LossDetector()
+        self._keyframe_wanted = False
+        self._last_pli = -PLI_INTERVAL
+        self._last_rr_ms = 0
+        self._remb_sent = (-REMB_INTERVAL, 0)
+        self._last_error = -ERROR_LOG_INTERVAL
+
+    # -- aiortc's receiver interface (RTCPeerConnection and RTCDtlsTransport call these)
+
+    @property
+    def track(self) -> Any:
+        return self._track
+
+    @property
+    def transport(self) -> RTCDtlsTransport:
+        return self._transport
+
+    def setTransport(self, transport: RTCDtlsTransport) -> None:
+        self._transport = transport
+
+    def _set_rtcp_ssrc(self, ssrc: int) -> None:
+        self._rtcp_ssrc = ssrc
+
+    async def receive(self, parameters: RTCRtpReceiveParameters) -> None:
+        """Start receiving: register with the transport's packet router (no decoder)."""
+        if self._started:
+            return
+        for encoding in parameters.encodings:
+            if encoding.rtx is not None:
+                self._rtx_ssrc[encoding.rtx.ssrc] = encoding.ssrc
+        self._transport._register_rtp_receiver(self, parameters)
+        self._started = True
+
+    async def stop(self) -> None:
+        if self._started:
+            self._transport._unregister_rtp_receiver(self)
+            self._started = False
+        for slot in self.targets:
+            slot.bind(None)
+
+    def _handle_disconnect(self) -> None:
+        pass
+
+    async def getStats(self) -> RTCStatsReport:
+        report = RTCStatsReport()
+        if self.ssrc is not None:
+            report.add(
+                RTCInboundRtpStreamStats(
+                    timestamp=current_datetime(),
+                    type="inbound-rtp",
+                    id=f"inbound-rtp_{id(self)}",
+                    ssrc=self.ssrc,
+                    kind=self.kind,
+                    transportId=self._transport._stats_id,
+                    packetsReceived=self._stats.received,
+                    packetsLost=self._stats.expected - self._stats.received,
+                    jitter=int(self._stats.jitter),
+                )
+            )
+        report.update(self._transport._get_stats())
+        return report
+
+    async def _handle_rtcp_packet(self, packet: AnyRtcpPacket) -> None:
+        if isinstance(packet, RtcpSrPacket) and packet.ssrc == self.ssrc:
+            info = packet.sender_info
+            self._stats.lsr = (info.ntp_timestamp >> 16) & 0xFFFFFFFF
+            self._stats.lsr_time = time.time()
+            for slot in self.targets:
+                slot.sender_report(info.ntp_timestamp, info.rtp_timestamp)
+
+    async def _handle_rtp_packet(self, packet: RtpPacket, arrival_time_ms: int) -> None:
+        # aiortc's way in (before ``media.wire.take_media`` takes over): the same path, on
+        # the forwarder's clock rather than aiortc's.
+        self.handle(packet, now_ms())
+
+    def handle(self, packet: RtpPacket, arrival_ms: int) -> None:
+        """One RTP packet from the publisher: account for it, hand it on."""
+        if not self._enabled:
+            return
+        try:
+            self._forward(packet, arrival_ms)
+        except Exception:
+            # A bug, not the network: keep the connection, say so now and then.
+            now = _now()
+            if now - self._last_error >= ERROR_LOG_INTERVAL:
+                self._last_error = now
+                logger.exception("media_forwarding_failed")
+
+    # -- the forwarding path
+
+    def _forward(self, packet: RtpPacket, arrival_ms: int) -> None:
+        codecs = self.codecs
+        pt = packet.payload_type
+        retransmitted = False
+        if pt not in codecs.key:
+            apt = codecs.rtx_of.get(pt)
+            # Unknown, or an RTX packet with padding only (a bandwidth probe): nothing to pass.
+            if apt is None or len(packet.payload) < 2:
+                return
+            original = self._rtx_ssrc.get(packet.ssrc, self.ssrc)
+            if original is None or original != self.ssrc:
+                return
+            packet = unwrap_rtx(packet, payload_type=apt, ssrc=original)
+            pt = apt
+            retransmitted = True
+            self._loss.recovered(packet.sequence_number)
+        elif packet.ssrc != self.ssrc:
+            self._restart(packet.ssrc)
+        if not retransmitted:
+            self._stats.add(packet.sequence_number, packet.timestamp, arrival_ms)
+            if self.video:
+                lost = self._loss.add(packet.sequence_number)
+                if lost:
+                    self._send_nack(lost)
+        self.packets += 1
+        self.octets += len(packet.payload)
+        if arrival_ms - self._last_rr_ms >= RR_INTERVAL_MS:
+            self._send_receiver_report(arrival_ms)
+        if self._keyframe_wanted:
+            self._send_pli()
+
+        targets = self.targets
+        if not targets:
+            return
+        key = codecs.key[pt]
+        send_time = abs_send_time()
+        keyframe: bool | None = None
+        for slot in targets:
+            if slot.waiting:
+                if keyframe is None:
+                    keyframe = keyframe_start(codecs.mime[pt], packet.payload)
+                if not keyframe:
+                    if slot.keyframe_overdue():
+                        self.request_keyframe()
+                    continue
+            slot.write(packet, key, send_time, arrival_ms)
+
+    def _restart(self, ssrc: int) -> None:
+        """A new upstream SSRC (first packet, or the publisher restarted its stream): every
+        slot joins it afresh, and video waits for a keyframe."""
+        self.ssrc = ssrc
+        self._stats = ReceptionStats(self._stats.clock_rate)
+        self._loss = LossDetector()
+        for slot in self.targets:
+            slot.resync()
+
+    def request_keyframe(self) -> None:
+        """Ask the publisher for a keyframe; the request leaves with its next packet, at most
+        every ``PLI_INTERVAL`` (a publisher that sends nothing needs no keyframe)."""
+        if self.video:
+            self._keyframe_wanted = True
+
+    def _send_pli(self) -> None:
+        now = _now()
+        if now - self._last_pli < PLI_INTERVAL or self.ssrc is None:
+            return
+        self._keyframe_wanted = False
+        self._last_pli = now
+        self.wire.send(
+            bytes(
+                RtcpPsfbPacket(fmt=RTCP_PSFB_PLI, ssrc=self._rtcp_ssrc or 0, media_ssrc=self.ssrc)
+            )
+        )
+
+    def _send_nack(self, lost: list[int]) -> None:
+        assert self.ssrc is not None
+        nack = RtcpRtpfbPacket(fmt=RTCP_RTPFB_NACK, ssrc=self._rtcp_ssrc or 0, media_ssrc=self.ssrc)
+        nack.lost = lost
+        self.wire.send(bytes(nack))
+
+    def _send_receiver_report(self, arrival_ms: int) -> None:
+        self._last_rr_ms = arrival_ms
+        if self.ssrc is None or self._rtcp_ssrc is None:
+            return
+        stats = self._stats
+        fraction, lost, highest, jitter = stats.report()
+        dlsr = 0
+        if stats.lsr:
+            delay = time.time() - stats.lsr_time
+            dlsr = int(delay * 65536) if 0 < delay < 65536 else 0
+        report = RtcpReceiverInfo(
+            ssrc=self.ssrc,
+            fraction_lost=fraction,
+            packets_lost=lost,
+            highest_sequence=highest,
+            jitter=jitter,
+            lsr=stats.lsr,
+            dlsr=dlsr,
+        )
+        self.wire.send(bytes(RtcpRrPacket(ssrc=self._rtcp_ssrc, reports=[report])))
+
+    def relay_bandwidth(self) -> None:
+        """Tell the publisher the lowest bandwidth its subscribers estimated (REMB)."""
+        if self.ssrc is None:
+            return
+        now = _now()
+        fresh = [
+            slot.remb
+            for slot in self.targets
+            if slot.remb is not None and now - slot.remb_time < REMB_FRESH
+        ]
+        if not fresh:
+            return
+        bitrate = min(fresh)
+        last_time, last_bitrate = self._remb_sent
+        if now - last_time < REMB_INTERVAL and bitrate >= last_bitrate:
+            return
+        self._remb_sent = (now, bitrate)
+        remb = RtcpPsfbPacket(
+            fmt=RTCP_PSFB_APP,
+            ssrc=self._rtcp_ssrc or 0,
+            media_ssrc=0,
+            fci=pack_remb_fci(bitrate, [self.ssrc]),
+        )
+        self.wire.send(bytes(remb))
+
+
+class OutboundSlot:
+    """The server's sender in one m-line of a subscriber (aiortc's sender interface, without
+    the track, the encoder or the packetizer). It carries one publisher's stream at a time
+    and may switch to another; its sequence numbers and timestamps stay continuous."""
+
+    def __init__(
+        self,
+        kind: str,
+        transport: RTCDtlsTransport,
+        wire: Sends,
+        *,
+        ssrc: int,
+        rtx_ssrc: int,
+        stream_id: str,
+        track_id: str,
+        mid: str | None,
+        codecs: list[RTCRtpCodecParameters],
+        header_extensions: list[RTCRtpHeaderExtensionParameters],
+    ) -> None:
+        self.kind = kind
+        self.video = kind == "video"
+        self.mid = mid
+        self.codecs = _Codecs(codecs)
+        self.wire = wire
+        self.source: InboundStream | None = None
+        self.waiting = False  # a video slot begins (again) only with a keyframe
+        self.remb: int | None = None  # the subscriber's latest bandwidth estimate
+        self.remb_time = 0.0
+        self.packets = 0
+        self.octets = 0
+        self._ssrc = ssrc
+        self._rtx_ssrc = rtx_ssrc
+        self._stream_id = stream_id
+        self._track_id = track_id
+        self._enabled = True
+        self._transport = transport
+        self._started = False
+        ids = {ext.uri: ext.id for ext in header_extensions}
+        self._writer = HeaderWriter(ssrc, mid, ids, kind=kind)
+        # Where this slot's numbering stands; a new source continues from here.
+        self._synced = False
+        self._start = 0  # the source's first sequence number since the last sync
+        self._seq_offset = 0
+        self._ts_offset = 0
+        self._clock = 90000 if self.video else 48000
+        self._last_seq = random.randrange(0x8000)  # noqa: S311 (not a secret)
+        self._last_ts = random.randrange(1 << 32)  # noqa: S311
+        self._last_ms: int | None = None
+        self._asked = 0.0
+        self._rtx_seq = random.randrange(0x8000)  # noqa: S311
+        self._history: list[tuple[int, bytes, int] | None] = [None] * HISTORY if self.video else []
+
+    # -- aiortc's sender interface
+
+    @property
+    def track(self) -> None:
+        return None
+
+    @property
+    def transport(self) -> RTCDtlsTransport:
+        return self._transport
+
+    def setTransport(self, transport: RTCDtlsTransport) -> None:
+        self._transport = transport
+
+    def replaceTrack(self, track: object) -> None:
+        raise RuntimeError("a forwarding slot carries no track")
+
+    async def send(self, parameters: RTCRtpSendParameters) -> None:
+        """Start: register with the transport's router, which brings this slot the
+        subscriber's RTCP about it (NACK, PLI/FIR, REMB, receiver reports)."""
+        if not self._started:
+            self._transport._register_rtp_sender(self, parameters)
+            self._started = True
+
+    async def stop(self) -> None:
+        self.bind(None)
+        if self._started:
+            self._transport._unregister_rtp_sender(self)
+            self._started = False
+
+    async def getStats(self) -> RTCStatsReport:
+        report = RTCStatsReport()
+        report.add(
+            RTCOutboundRtpStreamStats(
+                timestamp=current_datetime(),
+                type="outbound-rtp",
+                id=f"outbound-rtp_{id(self)}",
+                ssrc=self._ssrc,
+                kind=self.kind,
+                transportId=self._transport._stats_id,
+                packetsSent=self.packets,
+                bytesSent=self.octets,
+                trackId=self._track_id,
+            )
+        )
+        report.update(self._transport._get_stats())
+        return report
+
+    async def _handle_rtcp_packet(self, packet: AnyRtcpPacket) -> None:
+        if isinstance(packet, RtcpRtpfbPacket) and packet.fmt == RTCP_RTPFB_NACK:
+            for seq in packet.lost:
+                self._retransmit(seq)
+        elif isinstance(packet, RtcpPsfbPacket) and packet.fmt in (RTCP_PSFB_PLI, RTCP_PSFB_FIR):
+            if self.source is not None:
+                self.source.request_keyframe()
+        elif isinstance(packet, RtcpPsfbPacket) and packet.fmt == RTCP_PSFB_APP:
+            try:
+                bitrate, ssrcs = unpack_remb_fci(packet.fci)
+            except ValueError:
+                return
+            if self._ssrc in ssrcs:
+                self.remb = bitrate
+                self.remb_time = _now()
+                if self.source is not None:
+                    self.source.relay_bandwidth()
+
+    # -- what the room and the forwarding path call
+
+    def accepts(self, source: InboundStream) -> bool:
+        """Whether the subscriber negotiated a codec this source sends."""
+        return source.kind == self.kind and any(
+            key in self.codecs.by_key for key in source.codecs.key.values()
+        )
+
+    def bind(self, source: InboundStream | None) -> None:
+        """Carry ``source`` from its next packet on (``None``: carry nothing). A video
+        slot waits for a keyframe and asks the publisher for one."""
+        if source is self.source:
+            return
+        old = self.source
+        if old is not None:
+            old.targets = tuple(s for s in old.targets if s is not self)
+        self.source = source
+        if source is not None:
+            source.targets = (*source.targets, self)
+            self.resync()
+
+    def resync(self) -> None:
+        self._synced = False
+        if self.video and self.source is not None:
+            self.waiting = True
+            self._asked = _now()
+            self.source.request_keyframe()
+
+    def keyframe_overdue(self) -> bool:
+        """Whether this waiting slot has waited long enough to ask again."""
+        now = _now()
+        if now - self._asked < KEYFRAME_RETRY:
+            return False
+        self._asked = now
+        return True
+
+    def write(self, packet: RtpPacket, key: str, send_time: int, arrival_ms: int) -> None:
+        """Send ``packet``'s payload under this slot's header."""
+        pt = self.codecs.by_key.get(key)
+        if pt is None or not self._started:
+            return
+        seq = packet.sequence_number
+        if not self._synced:
+            self._sync(packet, arrival_ms)
+        elif seq != self._start and not seq_newer(seq, self._start):
+            return  # from before this slot joined the source: the subscriber never had it
+        out_seq = (seq + self._seq_offset) & 0xFFFF
+        out_ts = (packet.timestamp + self._ts_offset) & 0xFFFFFFFF
+        writer = self._writer
+        header = writer.header(
+            marker=packet.marker,
+            payload_type=pt,
+            sequence_number=out_seq,
+            timestamp=out_ts,
+            padding=packet.padding_size > 0,
+            extensions=writer.extensions(send_time, packet.extensions.audio_level),
+        )
+        data = header + packet.payload
+        if packet.padding_size:
+            data += bytes(packet.padding_size - 1) + bytes((packet.padding_size,))
+        if seq_newer(out_seq, self._last_seq):
+            self._last_seq = out_seq
+            self._last_ts = out_ts
+            self._last_ms = arrival_ms
+        if self._history:
+            self._history[out_seq & (HISTORY - 1)] = (out_seq, data, len(header))
+        self.wire.send(data)
+        self.packets += 1
+        self.octets += len(packet.payload)
+
+    def _sync(self, packet: RtpPacket, arrival_ms: int) -> None:
+        """Join the source at ``packet``: it follows the last packet this slot sent, and its
+        timestamp advances by the wall-clock time since then (at least one tick)."""
+        self._seq_offset = (self._last_seq + 1 - packet.sequence_number) & 0xFFFF
+        elapsed = 0 if self._last_ms is None else max(0, arrival_ms - self._last_ms)
+        advance = max(1, elapsed * self._clock // 1000)
+        self._ts_offset = (self._last_ts + advance - packet.timestamp) & 0xFFFFFFFF
+        self._start = packet.sequence_number
+        self._synced = True
+        self.waiting = False
+
+    def sender_report(self, ntp: int, rtp_timestamp: int) -> None:
+        """Pass on the publisher's sender report in this slot's terms: the same wall-clock
+        instant, the slot's timestamp for it (receivers align audio and video with it)."""
+        if not self._synced or not self._started:
+            return
+        report = RtcpSrPacket(
+            ssrc=self._ssrc,
+            sender_info=RtcpSenderInfo(
+                ntp_timestamp=ntp,
+                rtp_timestamp=(rtp_timestamp + self._ts_offset) & 0xFFFFFFFF,
+                packet_count=self.packets & 0xFFFFFFFF,
+                octet_count=self.octets & 0xFFFFFFFF,
+            ),
+        )
+        self.wire.send(bytes(report))
+
+    def _retransmit(self, seq: int) -> None:
+        if not self._history:
+            return
+        entry = self._history[seq & (HISTORY - 1)]
+        if entry is None or entry[0] != seq:
+            return
+        _, data, header_length = entry
+        rtx_pt = self.codecs.rtx_for.get(data[1] & 0x7F)
+        if rtx_pt is not None:
+            # RFC 4588: the RTX stream's own header, then the original sequence number.
+            header = bytearray(data[:header_length])
+            header[1] = (header[1] & 0x80) | rtx_pt
+            header[2:4] = self._rtx_seq.to_bytes(2, "big")
+            header[8:12] = self._rtx_ssrc.to_bytes(4, "big")
+            self._rtx_seq = (self._rtx_seq + 1) & 0xFFFF
+            data = bytes(header) + seq.to_bytes(2, "big") + data[header_length:]
+        self.wire.send(data)

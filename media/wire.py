@@ -1,0 +1,104 @@
+"""The short way between the socket and the forwarder, for RTP only.
+
+aiortc moves every datagram through an asyncio queue into the DTLS transport's receive task,
+and every sent packet through three layers of coroutines down to the socket. For a server
+that only forwards, that is most of the cost of a packet. So, once a peer connection's DTLS
+handshake is done, its SRTP media packets are taken at the ICE connection's datagram
+callback: decrypted with the transport's SRTP session, parsed, and handed to the forwarder
+in the same call, which encrypts each copy with the subscriber's session and writes it to
+the subscriber's socket — no queue, no task switch, no thread. Everything else (DTLS, STUN,
+SRTCP) still takes aiortc's way, so aiortc keeps the control of the connection.
+
+This reaches into the transports' internals (the SRTP sessions, the nominated ICE pair), only
+for the server's own connections; the pinned aiortc version and the tests hold it in place.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+
+import pylibsrtp
+from aioice.ice import Connection, StunProtocol
+from aiortc.rtcdtlstransport import RTCDtlsTransport, State
+from aiortc.rtp import RtpPacket, is_rtcp
+
+logger = logging.getLogger(__name__)
+
+
+def now_ms() -> int:
+    """The forwarder's one clock for arrival times (any monotonic milliseconds will do)."""
+    return int(time.monotonic() * 1000)
+
+
+class Wire:
+    """Sends SRTP and SRTCP on one connected DTLS transport, synchronously."""
+
+    def __init__(self, transport: RTCDtlsTransport) -> None:
+        self._dtls = transport
+        self._pending: set[asyncio.Future[None]] = set()
+        self.sent = 0
+
+    def send(self, data: bytes) -> None:
+        """Protect and send an RTP or RTCP packet; silently nothing when not connected."""
+        dtls = self._dtls
+        if dtls._state is not State.CONNECTED:
+            return
+        try:
+            if is_rtcp(data):
+                protected = dtls._tx_srtp.protect_rtcp(data)
+            else:
+                protected = dtls._tx_srtp.protect(data)
+        except (pylibsrtp.Error, ValueError):
+            return
+        pair = dtls.transport._connection._nominated.get(1)
+        if pair is None:
+            return
+        protocol = pair.protocol
+        self.sent += 1
+        if type(protocol) is StunProtocol:
+            # What StunProtocol.send_data does, without its coroutine.
+            protocol.transport.sendto(protected, pair.remote_addr)
+        else:  # a relayed pair (the server has none of its own): its coroutine, then
+            task = asyncio.ensure_future(protocol.send_data(protected, pair.remote_addr))
+            self._pending.add(task)
+            task.add_done_callback(self._pending.discard)
+
+
+def take_media(
+    transport: RTCDtlsTransport,
+    deliver: Callable[[RtpPacket, int], None],
+) -> None:
+    """From now on, hand ``transport``'s incoming SRTP media packets to ``deliver`` as soon
+    as their datagram arrives. Call once the DTLS handshake is done."""
+    connection: Connection = transport.transport._connection
+    if "data_received" in vars(connection):
+        return
+    original = connection.data_received
+    extensions = transport._rtp_header_extensions_map
+
+    def data_received(data: bytes, component: int) -> None:
+        # SRTP (RFC 7983: first byte 128-191), not SRTCP; anything else goes aiortc's way.
+        if (
+            len(data) > 12
+            and 127 < data[0] < 192
+            and not is_rtcp(data)
+            and transport._state is State.CONNECTED
+        ):
+            try:
+                packet = RtpPacket.parse(transport._rx_srtp.unprotect(data), extensions)
+            except (pylibsrtp.Error, ValueError):
+                return  # forged, replayed or malformed: dropped, as aiortc would
+            deliver(packet, now_ms())
+            return
+        original(data, component)
+
+    # An instance attribute shadows the method for this one connection only.
+    vars(connection)["data_received"] = data_received
+
+
+def release_media(transport: RTCDtlsTransport) -> None:
+    """Undo ``take_media`` (the connection is closing: nothing more to deliver)."""
+    vars(transport.transport._connection).pop("data_received", None)
