@@ -26,6 +26,7 @@ class RoomClient:
         self.browser = browser
         self.meeting_id = meeting_id
         self.events: list[tuple[str, Any]] = []
+        self.refusals: list[Any] = []  # what each refused handshake said (connect_error)
         self.sio = socketio.AsyncClient(reconnection=False)
         self.disconnected = asyncio.Event()
 
@@ -35,7 +36,11 @@ class RoomClient:
         async def gone(*_args: Any) -> None:
             self.disconnected.set()
 
+        async def refused(data: Any = None) -> None:
+            self.refusals.append(data)
+
         self.sio.on("*", any_event, namespace="/meeting")
+        self.sio.on("connect_error", refused, namespace="/meeting")
         self.sio.on("disconnect", gone, namespace="/meeting")
 
     @property
