@@ -28,6 +28,7 @@ from web.views import (
     ops,
     pages,
     resources,
+    room,
     schedule,
 )
 
@@ -98,6 +99,7 @@ def create_app(
         helpdesk.routes,
         schedule.routes,
         meetings.routes,
+        room.routes,
         resources.routes,
         api.routes,
         api_cases.routes,
