@@ -241,11 +241,21 @@ async def test_the_welcome_page_leads_into_the_open_room_and_checks_the_browser(
     assert page.status == 200 and 'id="enter"' not in page.text
     env.clock.set(rome(FIRST, 8, 50))
     chair, _parties = await admitted(meet, meet.customer)
+    # The meeting is held from the conciliator's arrival: the case file still leads back in.
     case_file = await meet.customer.get(f"/cases/{meet.case_id}")
     assert f'<a class="btn btn-success" id="join" href="{welcome}">' in case_file.text
+    # Past the room's grace time only its conciliator may come back, to close it.
+    env.clock.set(rome(FIRST, 11, 30))
+    customer = await env.new_browser()
+    assert (await sign_in(customer, "cliente", "Lampada-Verde-42")).status == 303
+    conciliator = await env.new_browser()
+    await staff_sign_in(env, conciliator, "conciliatore1")
+    assert 'id="enter"' not in (await customer.get(welcome)).text
+    assert enter in (await conciliator.get(welcome)).text
     assert (await chair.call("close", {"outcome": "no_agreement"}))["ok"]
     async with env.services.db.session() as session:
         room = await session.get(Room, meet.meeting.id)
         assert room is not None and room.ended_at is not None
-    page = await meet.customer.get(welcome)
-    assert 'id="enter"' not in page.text and "Questo incontro è concluso." in page.text
+    for browser in (customer, conciliator):
+        page = await browser.get(welcome)
+        assert 'id="enter"' not in page.text and "Questo incontro è concluso." in page.text

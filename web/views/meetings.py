@@ -8,6 +8,7 @@ from sqlalchemy import select
 
 from cases.accounts import Account
 from cases.companies import Company
+from cases.lifecycle import Actor
 from core.i18n import N_
 from rooms.models import Room
 from scheduling.bookings import MeetingStatus
@@ -71,10 +72,15 @@ async def welcome(request: web.Request) -> web.StreamResponse:
         state = "cancelled"
     elif meeting.status == MeetingStatus.SCHEDULED and now < rules.room_opens(meeting):
         state = "not_yet"
-    elif rules.room_open(meeting, now) and (room is None or room.ended_at is None):
+    elif room is not None and room.ended_at is not None:
+        state = "over"  # the conciliator closed it
+    elif rules.room_open(meeting, now) or (
+        # The conciliator may come back to a room they opened to close it, however late.
+        actor == Actor.CONCILIATOR and room is not None and room.opened_at is not None
+    ):
         state = "open"
     else:
-        state = "over"  # its time is past, or the conciliator closed it
+        state = "over"
     gettext = ctx(request).gettext
     return render(
         request,
