@@ -86,6 +86,13 @@ def error(code: ErrorCode | str, **params: Any) -> dict[str, Any]:
     return {"ok": False, "error": {"code": str(code), "params": params}}
 
 
+def refused(code: ErrorCode) -> socketio.exceptions.ConnectionRefusedError:
+    """A refused handshake: the client's ``connect_error`` gets ``message`` = the code and
+    ``data`` = ``{"code": …}`` (with a single argument python-socketio would send only the
+    argument's ``str()`` as the message, and no data)."""
+    return socketio.exceptions.ConnectionRefusedError(code.value, {"code": code.value})
+
+
 Handler = Callable[[str, Connection, Any], Awaitable[dict[str, Any] | None]]
 
 
@@ -195,18 +202,18 @@ class Signaling(socketio.AsyncNamespace):  # type: ignore[misc]
         request: web.Request = environ["aiohttp.request"]
         account_id = await self._account_of(request)
         if account_id is None:
-            raise socketio.exceptions.ConnectionRefusedError({"code": "unauthenticated"})
+            raise refused(ErrorCode.UNAUTHENTICATED)
         token = auth.get("token") if isinstance(auth, dict) else None
         try:
             room_pass = self._tokens().check(token, self._now())
         except UserError:
-            raise socketio.exceptions.ConnectionRefusedError({"code": "token_invalid"}) from None
+            raise refused(ErrorCode.TOKEN_INVALID) from None
         if room_pass.account_id != account_id:
-            raise socketio.exceptions.ConnectionRefusedError({"code": "token_invalid"})
+            raise refused(ErrorCode.TOKEN_INVALID)
         try:
             audiences = await self._rooms().audiences(account_id, room_pass.meeting_id)
         except ConciliaError as exc:
-            raise socketio.exceptions.ConnectionRefusedError({"code": exc.code.value}) from None
+            raise refused(exc.code) from None
         self._connections[sid] = Connection(account_id, room_pass.meeting_id)
         await self._enter(sid, room_pass.meeting_id, audiences)
 

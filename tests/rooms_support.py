@@ -1,10 +1,13 @@
 """Socket.IO clients of the meeting room for tests: a real ``socketio.AsyncClient`` connected to
-the test server with a participant's session cookie and room token."""
+the test server with a participant's session cookie and room token; the ``meet`` fixture (a
+meeting whose room just opened, its three participants signed in) and what a meeting leaves
+behind (the agreement codes mailed, the minutes filed)."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import re
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -12,7 +15,9 @@ from typing import Any
 
 import pytest
 import socketio
+from sqlalchemy import select
 
+from cases.documents import Category, Document
 from scheduling.bookings import Meeting
 from tests.support import Browser, Env, registered, sign_in, staff_sign_in
 from tests.worlds import FIRST, World, rome
@@ -26,6 +31,7 @@ class RoomClient:
         self.browser = browser
         self.meeting_id = meeting_id
         self.events: list[tuple[str, Any]] = []
+        self.refusals: list[Any] = []  # what each refused handshake said (connect_error)
         self.sio = socketio.AsyncClient(reconnection=False)
         self.disconnected = asyncio.Event()
 
@@ -35,7 +41,11 @@ class RoomClient:
         async def gone(*_args: Any) -> None:
             self.disconnected.set()
 
+        async def refused(data: Any = None) -> None:
+            self.refusals.append(data)
+
         self.sio.on("*", any_event, namespace="/meeting")
+        self.sio.on("connect_error", refused, namespace="/meeting")
         self.sio.on("disconnect", gone, namespace="/meeting")
 
     @property
@@ -141,6 +151,27 @@ async def meet(world: World) -> AsyncIterator[Meet]:
     yield found
     for one in found.clients:
         await one.close()
+
+
+async def code_for(meet: Meet, email: str) -> str:
+    """The code in the latest agreement-code mail to ``email``."""
+    for mail in reversed(await meet.world.env.mails(email)):
+        found = re.search(r"^ {4}([0-9]{6})$", mail.body_text, re.M)
+        if found:
+            return found.group(1)
+    raise AssertionError(f"no code mailed to {email}")
+
+
+async def minutes_of(meet: Meet) -> Document:
+    """The minutes filed in the meeting's case file."""
+    async with meet.world.env.services.db.session() as session:
+        found = await session.scalar(
+            select(Document).where(
+                Document.case_id == meet.case_id, Document.category == Category.MINUTES
+            )
+        )
+    assert found is not None
+    return found
 
 
 async def admitted(meet: Meet, *browsers: Browser) -> tuple[RoomClient, list[RoomClient]]:

@@ -53,6 +53,26 @@ async def test_connections_need_a_session_and_a_fresh_token_for_the_same_account
     assert fine.sio.connected
 
 
+async def test_a_refused_connection_says_why_with_its_code(meet: Meet) -> None:
+    env = meet.world.env
+    forged = meet.client(meet.customer)
+    with pytest.raises(socketio.exceptions.ConnectionError):
+        await forged.connect("nonsense")
+    # The page reads the code from the error's data (and its message, for older clients).
+    assert forged.refusals == [{"message": "token_invalid", "data": {"code": "token_invalid"}}]
+    anonymous = meet.client(await env.new_browser())
+    with pytest.raises(socketio.exceptions.ConnectionError):
+        await anonymous.connect(await meet.client(meet.customer).token())
+    assert anonymous.refusals == [
+        {"message": "unauthenticated", "data": {"code": "unauthenticated"}}
+    ]
+    env.clock.set(rome(FIRST, 8, 0))  # a fresh token, but the room opens at 8:45
+    early = meet.client(meet.customer)
+    with pytest.raises(socketio.exceptions.ConnectionError):
+        await early.connect()
+    assert early.refusals == [{"message": "room_closed", "data": {"code": "room_closed"}}]
+
+
 async def test_the_lobby_holds_parties_until_the_conciliator_admits_them(meet: Meet) -> None:
     svc = meet.world.env.services
     ids = await meet.ids()

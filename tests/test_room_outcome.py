@@ -4,7 +4,6 @@ sealed minutes filed in the case file; documents shared into the room."""
 
 from __future__ import annotations
 
-import re
 import uuid
 from datetime import date
 
@@ -15,35 +14,15 @@ from cases.lifecycle import CaseStatus
 from rooms.models import Room
 from rooms.seal import verify_minutes
 from scheduling.bookings import Meeting, MeetingStatus
-from tests.rooms_support import Meet, RoomClient, admitted
+from tests.rooms_support import Meet, RoomClient, admitted, code_for, minutes_of
 from tests.support import PDF
 from tests.worlds import rome
-
-
-async def code_for(meet: Meet, email: str) -> str:
-    """The code in the latest agreement-code mail to ``email``."""
-    for mail in reversed(await meet.world.env.mails(email)):
-        found = re.search(r"^ {4}([0-9]{6})$", mail.body_text, re.M)
-        if found:
-            return found.group(1)
-    raise AssertionError(f"no code mailed to {email}")
 
 
 async def accept(meet: Meet, party: RoomClient, email: str, version: int) -> dict[str, object]:
     sent = await party.call("send_code", {})
     assert sent["ok"] and "@" in str(sent["sent_to"]) and "***" in str(sent["sent_to"])
     return await party.call("accept", {"code": await code_for(meet, email), "version": version})
-
-
-async def minutes_of(meet: Meet) -> Document:
-    async with meet.world.env.services.db.session() as session:
-        found = await session.scalar(
-            select(Document).where(
-                Document.case_id == meet.case_id, Document.category == Category.MINUTES
-            )
-        )
-    assert found is not None
-    return found
 
 
 async def test_an_agreement_accepted_by_both_closes_the_case_with_sealed_minutes(

@@ -29,12 +29,16 @@ from web.views import (
     ops,
     pages,
     resources,
+    room,
     schedule,
 )
 
 log = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / "static"
-VENDOR = Path(__file__).parents[1] / "node_modules" / "bootstrap-italia" / "dist"
+NODE_MODULES = Path(__file__).parents[1] / "node_modules"
+VENDOR = NODE_MODULES / "bootstrap-italia" / "dist"
+# The room page's Socket.IO client (socket.io-client from npm), served by the app: no CDN.
+SOCKETIO_CLIENT = NODE_MODULES / "socket.io-client" / "dist"
 MAX_BODY = 1024**2  # forms only for now; uploads will raise it per route
 
 
@@ -109,6 +113,7 @@ def create_app(
         helpdesk.routes,
         schedule.routes,
         meetings.routes,
+        room.routes,
         resources.routes,
         api.routes,
         api_cases.routes,
@@ -121,4 +126,8 @@ def create_app(
         app.router.add_static("/static/vendor/bootstrap-italia", VENDOR, name="vendor")
     else:
         log.warning("bootstrap-italia not installed (run npm ci): pages will be unstyled")
+    if SOCKETIO_CLIENT.is_dir():
+        app.router.add_static("/static/vendor/socket.io", SOCKETIO_CLIENT, name="socketio-client")
+    else:
+        log.warning("socket.io-client not installed (run npm ci): the meeting room cannot connect")
     return app

@@ -228,3 +228,13 @@ MESSAGES: dict[ErrorCode, str] = {
 
 def message_for(code: ErrorCode) -> str:
     return MESSAGES.get(code, MESSAGES[ErrorCode.BAD_REQUEST])
+
+
+# Where a code means something more precise in the meeting room than elsewhere.
+IN_ROOM: dict[ErrorCode, str] = {
+    ErrorCode.CODE_EXHAUSTED: N_(
+        "This code can no longer be used: ask for a new one with “Send me a code”."
+    ),
+    ErrorCode.TOKEN_INVALID: N_("The room could not check your access: reload the page."),
+    ErrorCode.NOT_FOUND: N_("This person or document is not, or no longer, part of this meeting."),
+}

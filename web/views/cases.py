@@ -428,6 +428,14 @@ async def case_view(request: web.Request, account: Account, case_id: uuid.UUID) 
             or (actor == Actor.CONCILIATOR and meeting.conciliator_id == account.id)
         ),
         "room_open": meeting is not None and rules.room_open(meeting, now),
+        # Once the conciliator opened the room the meeting counts as held: its participants
+        # still find their way back to the room while it admits connections.
+        "rejoins": held is not None
+        and rules.room_open(held, now)
+        and (
+            actor in (Actor.APPLICANT, Actor.COMPANY)
+            or (actor == Actor.CONCILIATOR and held.conciliator_id == account.id)
+        ),
         "room_opens": rules.room_opens(meeting) if meeting is not None else None,
         "room_opens_minutes": rules.room_opens_minutes,
         "extension_days": rules.extension_days,
