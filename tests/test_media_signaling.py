@@ -12,6 +12,8 @@ import pytest
 
 from media.room import MediaRoom, MediaRooms
 from scheduling.bookings import Meeting
+from signaling.presence import LocalPresence
+from signaling.server import MediaElsewhere, Signaling
 from tests.media_clients import Client
 from tests.rooms_support import Meet, RoomClient, admitted
 from tests.test_media import check_video, eventually, still
@@ -165,3 +167,60 @@ async def test_media_events_before_any_offer_are_harmless(meet: Meet) -> None:
     assert (await customer.call("media_leave", {}))["ok"]
     missing = await chair.call("media_mute", {"account": str(uuid.uuid4()), "muted": True})
     assert missing["error"]["code"] == "not_found"
+
+
+class Keys:
+    """Just the Redis string commands the media pins use, in memory (expiry not modelled)."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, str] = {}
+
+    async def set(self, key: str, value: str, nx: bool = False, ex: int | None = None) -> bool:
+        if nx and key in self.values:
+            return False
+        self.values[key] = value
+        return True
+
+    async def get(self, key: str) -> bytes | None:
+        found = self.values.get(key)
+        return None if found is None else found.encode()
+
+    async def expire(self, key: str, seconds: int) -> bool:
+        return key in self.values
+
+    async def delete(self, key: str) -> int:
+        return 1 if self.values.pop(key, None) is not None else 0
+
+
+def node(keys: Keys, url: str) -> Signaling:
+    def unused() -> Any:
+        raise AssertionError("not called")
+
+    async def nobody(_request: Any) -> uuid.UUID | None:
+        return None
+
+    found = Signaling(unused, nobody, unused, unused, LocalPresence())
+    found.redis, found.redis_prefix, found.node_url = keys, "test", url
+    return found
+
+
+async def test_a_meetings_media_is_pinned_to_the_node_of_the_first_offer() -> None:
+    keys = Keys()
+    one, two = node(keys, "https://one.example"), node(keys, "https://two.example")
+    meeting = uuid.uuid4()
+    await one._host(meeting)
+    assert keys.values == {f"test:media:{meeting}": f"{one.presence.node}|https://one.example"}
+    await one._host(meeting)  # still its own
+    with pytest.raises(MediaElsewhere) as elsewhere:
+        await two._host(meeting)
+    assert elsewhere.value.url == "https://one.example"
+    with pytest.raises(MediaElsewhere):
+        await two._host(meeting, claim=False)
+    await two._unpin(meeting)  # not its pin: left alone
+    assert f"test:media:{meeting}" in keys.values
+    await one._unpin(meeting)
+    assert keys.values == {}
+    await two._host(meeting, claim=False)  # nobody holds it: nothing claimed
+    assert keys.values == {}
+    await two._host(meeting)
+    assert keys.values[f"test:media:{meeting}"].endswith("|https://two.example")
