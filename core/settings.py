@@ -36,6 +36,9 @@ class Settings(BaseSettings):
     redis_prefix: str = "concilia"
     presence_ttl_seconds: int = Field(30, ge=3)  # a node silent this long counts as gone
     public_url: str = "http://127.0.0.1:8080"
+    # This node's own base URL, where clients reach its media signaling when it hosts a
+    # meeting's video (several nodes behind one public URL); default: ``public_url``.
+    node_url: str | None = None
     secret_key: SecretStr | None = None
 
     smtp_host: str | None = None
@@ -115,6 +118,11 @@ class Settings(BaseSettings):
     @classmethod
     def _strip_slash(cls, value: str) -> str:
         return value.rstrip("/")
+
+    @field_validator("node_url", mode="before")
+    @classmethod
+    def _node_url(cls, value: object) -> object:
+        return None if value == "" else value.rstrip("/") if isinstance(value, str) else value
 
     @field_validator(
         "redis_url",

@@ -315,6 +315,11 @@ class MediaRooms:
             )
         return found
 
+    @property
+    def meetings(self) -> list[str]:
+        """The meetings whose media is on this node."""
+        return list(self._rooms)
+
     def get(self, meeting: str) -> MediaRoom | None:
         return self._rooms.get(meeting)
 

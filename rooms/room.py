@@ -147,6 +147,23 @@ class Changes:
         self.emits.append(Emit(audience, event, payload))
 
 
+@dataclass(frozen=True)
+class MediaRouting:
+    """What a meeting's media follows, from the database: the admitted members (account id →
+    side) and the party of a running separate session (``None``: joint)."""
+
+    members: dict[str, Side]
+    separate: Side | None
+
+
+@dataclass(frozen=True)
+class MediaSeat:
+    """An admitted member of a running video meeting, and the routing of that meeting now."""
+
+    side: Side
+    routing: MediaRouting
+
+
 def side_of(account: Account, meeting: Meeting, case: Case) -> Side | None:
     """The account's part in the meeting, from the server's records alone."""
     if account.role == Role.CONCILIATOR and account.id == meeting.conciliator_id:
@@ -737,6 +754,44 @@ class Rooms:
             meeting_id,
             Changes(emits=[Emit(a, "typing", payload) for a in self._speech_audience(current)]),
         )
+
+    # ---- video -------------------------------------------------------------------------------
+
+    async def _media_routing(self, session: AsyncSession, room: Room) -> MediaRouting:
+        rows = await session.execute(
+            select(RoomMember.account_id, RoomMember.side).where(
+                RoomMember.meeting_id == room.meeting_id,
+                RoomMember.state == MemberState.ADMITTED,
+            )
+        )
+        members = {str(account): Side(side) for account, side in rows.all()}
+        current = await session.get(RoomSession, room.session_id) if room.session_id else None
+        separate = None
+        if current is not None and current.kind == SessionKind.SEPARATE and current.side:
+            separate = Side(current.side)
+        return MediaRouting(members, separate)
+
+    async def media_seat(self, account_id: uuid.UUID, meeting_id: uuid.UUID) -> MediaSeat:
+        """The account may take part in the meeting's video now: an admitted member (or its
+        conciliator) of a running room of a video meeting. Refused otherwise, as the chat is."""
+        async with self.db.session() as session:
+            seat = await self._seat(session, account_id, meeting_id)
+            room, _ = self._present(seat)
+            if seat.meeting.mode != "video":
+                raise UserError(ErrorCode.FORBIDDEN)
+            return MediaSeat(seat.side, await self._media_routing(session, room))
+
+    async def media_routing(self, meeting_id: uuid.UUID) -> MediaRouting | None:
+        """The meeting's media routing now, or ``None`` when it has no video running (the
+        room is not open, has ended, or the meeting is not a video one)."""
+        async with self.db.session() as session:
+            meeting = await session.get(Meeting, meeting_id)
+            room = await session.get(Room, meeting_id)
+            if meeting is None or meeting.mode != "video" or room is None:
+                return None
+            if room.opened_at is None or room.ended_at is not None:
+                return None
+            return await self._media_routing(session, room)
 
     # ---- the conciliator's controls ----------------------------------------------------------
 

@@ -17,6 +17,7 @@ import contextlib
 import logging
 import uuid
 from collections import defaultdict
+from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 from redis.asyncio import Redis
@@ -88,6 +89,8 @@ class RedisPresence:
         self._ttl = max(int(ttl_seconds), 3)
         self._local = LocalPresence()  # this node's own, to put back after a flush or outage
         self._beat: asyncio.Task[None] | None = None
+        # Called at each heartbeat (the media pins of this node's meetings are refreshed).
+        self.on_beat: Callable[[], Awaitable[None]] | None = None
 
     @property
     def heartbeat_seconds(self) -> float:
@@ -189,6 +192,8 @@ class RedisPresence:
                 # Put this node's connections back (Redis may have been flushed or restarted).
                 for meeting_id, connection, account_id in self._local.items():
                     await self._put(meeting_id, connection, account_id)
+                if self.on_beat is not None:
+                    await self.on_beat()
                 if failing:
                     log.info("Redis is back: presence shared again")
                 failing = False

@@ -84,3 +84,33 @@ class Close(Payload):
         "agreement", "no_agreement", "adjournment", "applicant_absent", "company_absent"
     ]
     note: StrictStr = Field(default="", max_length=2000)
+
+
+SDP_MAX = 64 * 1024  # characters of one offer (Socket.IO frames are limited to as many bytes)
+CANDIDATE_MAX = 1024
+
+
+class MediaOffer(Payload):
+    """The participant's SDP offer (their sending and receiving m-lines)."""
+
+    sdp: StrictStr = Field(min_length=1, max_length=SDP_MAX)
+
+
+class MediaCandidate(Payload):
+    """A trickled ICE candidate line; ``null`` (or ``""``) says there are no more."""
+
+    candidate: StrictStr | None = Field(max_length=CANDIDATE_MAX)
+
+
+class MediaState(Payload):
+    """The participant's own microphone and camera, on or off."""
+
+    audio: StrictBool
+    video: StrictBool
+
+
+class MediaMute(Payload):
+    """The conciliator cuts (or gives back) a party's audio on the server."""
+
+    account: uuid.UUID
+    muted: StrictBool

@@ -30,12 +30,15 @@ import socketio
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
 from redis.retry import Retry
 
 from core.errors import ConciliaError, ErrorCode, UserError
-from rooms.room import CONCILIATOR, IN, Emit, Rooms, side_audience
+from media.room import Layout, MediaRoom, MediaRooms
+from rooms.models import Side
+from rooms.room import CONCILIATOR, IN, Emit, Rooms, account_audience, side_audience
 from signaling import protocol as p
-from signaling.presence import LocalPresence, Presence, RedisPresence
+from signaling.presence import LocalPresence, Presence, RedisPresence, text
 from signaling.tokens import RoomTokens
 
 log = logging.getLogger(__name__)
@@ -48,6 +51,9 @@ ENDED_GRACE_SECONDS = 1.0
 SWEEP_SECONDS = 5.0  # how soon a disabled account or a revoked delegation loses its connections
 RETRY_MAX_SECONDS = 8.0  # the longest wait between two tries to subscribe to Redis again
 MEMBER_AUDIENCES = (IN, CONCILIATOR, side_audience("applicant"), side_audience("company"))
+MEDIA_ELSEWHERE = "media_elsewhere"  # the meeting's media is on another node: params.url
+# Room events after which a meeting's media routing is read again from the database.
+MEDIA_TRIGGERS = frozenset({"room", "participant", "me"})
 
 
 def room_name(meeting_id: uuid.UUID, audience: str) -> str:
@@ -96,6 +102,24 @@ def refused(code: ErrorCode) -> socketio.exceptions.ConnectionRefusedError:
 Handler = Callable[[str, Connection, Any], Awaitable[dict[str, Any] | None]]
 
 
+class MediaElsewhere(Exception):
+    """The meeting's media is hosted by another node, reachable at ``url``."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(url)
+        self.url = url
+
+
+def meeting_of(room: object) -> uuid.UUID | None:
+    """The meeting of a Socket.IO room name ``<meeting>:<audience>``."""
+    if not isinstance(room, str):
+        return None
+    try:
+        return uuid.UUID(room.partition(":")[0])
+    except ValueError:
+        return None
+
+
 class Signaling(socketio.AsyncNamespace):  # type: ignore[misc]
     """The namespace and the room's broadcaster."""
 
@@ -114,6 +138,15 @@ class Signaling(socketio.AsyncNamespace):  # type: ignore[misc]
         self._now = now
         self.presence = presence
         self._connections: dict[str, Connection] = {}
+        # Video: this node's media rooms (set by the application), and Redis to pin each
+        # meeting's media to one node (``None``: one node, everything local).
+        self.media: MediaRooms | None = None
+        self.redis: Any = None
+        self.redis_prefix = "concilia"
+        self.node_url = ""
+        self.pin_seconds = 30
+        self._media_locks: dict[uuid.UUID, asyncio.Lock] = {}
+        self._tasks: set[asyncio.Future[Any]] = set()
         self._events: dict[str, tuple[type[BaseModel], Handler]] = {
             "join": (p.Join, self._join),
             "say": (p.Say, self._say),
@@ -131,6 +164,11 @@ class Signaling(socketio.AsyncNamespace):  # type: ignore[misc]
             "send_code": (p.Empty, self._send_code),
             "accept": (p.Accept, self._accept),
             "close": (p.Close, self._close),
+            "media_offer": (p.MediaOffer, self._media_offer),
+            "media_candidate": (p.MediaCandidate, self._media_candidate),
+            "media_state": (p.MediaState, self._media_state),
+            "media_mute": (p.MediaMute, self._media_mute),
+            "media_leave": (p.Empty, self._media_leave),
         }
 
     @property
@@ -273,6 +311,8 @@ class Signaling(socketio.AsyncNamespace):  # type: ignore[misc]
             answer = await handler(sid, connection, payload)
         except ConciliaError as exc:
             return error(exc.code, **{k: str(v) for k, v in exc.params.items()})
+        except MediaElsewhere as exc:
+            return error(MEDIA_ELSEWHERE, url=exc.url)
         except Exception:
             log.exception("event %s failed in meeting %s", event, connection.meeting_id)
             return error(ErrorCode.INTERNAL)
@@ -288,7 +328,11 @@ class Signaling(socketio.AsyncNamespace):  # type: ignore[misc]
         else:
             await rooms.knock(c.account_id, c.meeting_id)
         await self._enter(sid, c.meeting_id, await rooms.audiences(c.account_id, c.meeting_id))
-        return {"snapshot": await rooms.snapshot(c.account_id, c.meeting_id, payload.after)}
+        snapshot = await rooms.snapshot(c.account_id, c.meeting_id, payload.after)
+        media = self.media.get(str(c.meeting_id)) if self.media is not None else None
+        if media is not None and "participants" in snapshot:
+            snapshot["media"] = {"muted": sorted(media.routing.muted)}
+        return {"snapshot": snapshot}
 
     async def _say(self, _sid: str, c: Connection, payload: p.Say) -> dict[str, Any]:
         return await self._rooms().say(c.account_id, c.meeting_id, payload.client_id, payload.text)
@@ -340,11 +384,214 @@ class Signaling(socketio.AsyncNamespace):  # type: ignore[misc]
     async def _close(self, _sid: str, c: Connection, payload: p.Close) -> None:
         await self._rooms().close(c.account_id, c.meeting_id, payload.outcome, payload.note)
 
+    # ---- video -----------------------------------------------------------------------------
+
+    def _pin_key(self, meeting_id: uuid.UUID) -> str:
+        return f"{self.redis_prefix}:media:{meeting_id}"
+
+    def _pin_value(self) -> str:
+        return f"{self.presence.node}|{self.node_url}"
+
+    def _media_rooms(self) -> MediaRooms:
+        if self.media is None:
+            raise UserError(ErrorCode.MEDIA_UNAVAILABLE)
+        return self.media
+
+    async def _host(self, meeting_id: uuid.UUID, *, claim: bool = True) -> None:
+        """Make sure the meeting's media is on this node: claim it if no node holds it (with
+        ``claim``), or raise ``MediaElsewhere`` with the URL of the node that does. Without
+        Redis (or while it is unreachable) every node keeps its own."""
+        if self.redis is None:
+            return
+        key, mine = self._pin_key(meeting_id), self._pin_value()
+        try:
+            for _ in range(3):  # the holder may let go between the two calls
+                if claim and await self.redis.set(key, mine, nx=True, ex=self.pin_seconds):
+                    return
+                found = await self.redis.get(key)
+                if found is None and not claim:
+                    return
+                if found is not None:
+                    node, _, url = text(found).partition("|")
+                    if node == self.presence.node:
+                        return
+                    raise MediaElsewhere(url)
+        except RedisError as exc:
+            log.warning("media pinning unavailable (Redis: %s); kept on this node", exc)
+
+    async def refresh_pins(self) -> None:
+        """The presence heartbeat: this node still holds its meetings' media."""
+        if self.redis is None or self.media is None:
+            return
+        for meeting in self.media.meetings:
+            key = f"{self.redis_prefix}:media:{meeting}"
+            if not await self.redis.set(key, self._pin_value(), nx=True, ex=self.pin_seconds):
+                found = await self.redis.get(key)
+                if found is not None and text(found) == self._pin_value():
+                    await self.redis.expire(key, self.pin_seconds)
+
+    async def _unpin(self, meeting_id: uuid.UUID) -> None:
+        if self.redis is None:
+            return
+        key = self._pin_key(meeting_id)
+        try:
+            found = await self.redis.get(key)
+            if found is not None and text(found) == self._pin_value():
+                await self.redis.delete(key)
+        except RedisError as exc:
+            log.warning("media pin of meeting %s left to expire (Redis: %s)", meeting_id, exc)
+
+    def _lock(self, meeting_id: uuid.UUID) -> asyncio.Lock:
+        return self._media_locks.setdefault(meeting_id, asyncio.Lock())
+
+    async def _route(
+        self, meeting_id: uuid.UUID, room: MediaRoom, muted: set[str] | None = None
+    ) -> bool:
+        """Apply the meeting's routing read now from the database (under the meeting's lock):
+        the admitted members who are connected, the separate session, the audio mutes kept
+        by the room. Ends the media when the meeting has no video running; says whether it
+        still does (ending it otherwise)."""
+        routing = await self._rooms().media_routing(meeting_id)
+        if routing is None:
+            # Closing connections takes a while: the room's answers need not wait for it.
+            room.set_routing({})
+            self._spawn(self._end_media(meeting_id))
+            return False
+        online = {str(a) for a in (await self.presence.connections(meeting_id)).values()}
+        members = {a: s for a, s in routing.members.items() if a in online}
+        room.set_routing(members, routing.separate, room.routing.muted if muted is None else muted)
+        return True
+
+    async def media_sync(self, meeting_id: uuid.UUID) -> None:
+        """The room changed: if this node hosts the meeting's media, follow it."""
+        if self.media is None or self.media.get(str(meeting_id)) is None:
+            return
+        async with self._lock(meeting_id):
+            room = self.media.get(str(meeting_id))
+            if room is not None:
+                await self._route(meeting_id, room)
+
+    def media_sync_later(self, meeting_id: uuid.UUID) -> None:
+        self._spawn(self.media_sync(meeting_id))
+
+    async def _end_media(self, meeting_id: uuid.UUID) -> None:
+        if self.media is not None:
+            await self.media.end(str(meeting_id))
+        self._media_locks.pop(meeting_id, None)
+        await self._unpin(meeting_id)
+
+    def _spawn(self, work: Awaitable[Any]) -> None:
+        task = asyncio.ensure_future(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Future[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("media signaling failed", exc_info=task.exception())
+
+    async def drain(self) -> None:
+        """Wait for the media events and syncs under way (before the media closes)."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    # ``media.room.MediaEvents``: what the media rooms of this node tell their participants.
+
+    def layout_changed(self, meeting: str, participant: str, layout: Layout) -> None:
+        self._spawn(self._to_participant(meeting, participant, "media_layout", layout.as_json()))
+
+    def connection_changed(self, meeting: str, participant: str, state: str) -> None:
+        self._spawn(
+            self._to_participant(meeting, participant, "media_connection", {"state": state})
+        )
+
+    async def _to_participant(
+        self, meeting: str, participant: str, event: str, payload: dict[str, Any]
+    ) -> None:
+        audience = account_audience(uuid.UUID(participant))
+        await self.emit(event, payload, room=room_name(uuid.UUID(meeting), audience))
+
+    async def _media_offer(self, _sid: str, c: Connection, payload: p.MediaOffer) -> dict[str, Any]:
+        media = self._media_rooms()
+        await self._rooms().media_seat(c.account_id, c.meeting_id)
+        await self._host(c.meeting_id)
+        async with self._lock(c.meeting_id):
+            room = media.room(str(c.meeting_id))
+            if not await self._route(c.meeting_id, room):
+                raise UserError(ErrorCode.ROOM_CLOSED)
+        answer = await room.offer(str(c.account_id), payload.sdp)
+        return {
+            "sdp": answer,
+            "ice_servers": media.ice_servers(str(c.account_id), time.time()),
+        }
+
+    async def _hosted(self, c: Connection) -> MediaRoom | None:
+        """The meeting's media room if this node hosts it (``MediaElsewhere`` if another
+        node does, ``None`` if none does yet), once the account may take part."""
+        media = self._media_rooms()
+        await self._rooms().media_seat(c.account_id, c.meeting_id)
+        room = media.get(str(c.meeting_id))
+        if room is None:
+            await self._host(c.meeting_id, claim=False)  # raises when another node holds it
+        return room
+
+    async def _media_candidate(self, _sid: str, c: Connection, payload: p.MediaCandidate) -> None:
+        room = await self._hosted(c)
+        if room is not None:
+            await room.add_candidate(str(c.account_id), payload.candidate)
+
+    async def _media_state(self, _sid: str, c: Connection, payload: p.MediaState) -> None:
+        room = await self._hosted(c)
+        if room is not None:
+            room.set_sending(str(c.account_id), audio=payload.audio, video=payload.video)
+
+    async def _media_leave(self, _sid: str, c: Connection, _payload: p.Empty) -> None:
+        room = await self._hosted(c)
+        if room is not None:
+            await room.close(str(c.account_id))
+
+    async def _media_mute(self, _sid: str, c: Connection, payload: p.MediaMute) -> None:
+        media = self._media_rooms()
+        seat = await self._rooms().media_seat(c.account_id, c.meeting_id)
+        if seat.side != Side.CONCILIATOR:
+            raise UserError(ErrorCode.FORBIDDEN)
+        target = str(payload.account)
+        if seat.routing.members.get(target) in (None, Side.CONCILIATOR):
+            raise UserError(ErrorCode.NOT_FOUND)
+        await self._host(c.meeting_id)
+        async with self._lock(c.meeting_id):
+            room = media.room(str(c.meeting_id))
+            muted = set(room.routing.muted)
+            if payload.muted:
+                muted.add(target)
+            else:
+                muted.discard(target)
+            if not await self._route(c.meeting_id, room, muted):
+                raise UserError(ErrorCode.ROOM_CLOSED)
+        await self.emit(
+            "media_muted",
+            {"account": target, "muted": payload.muted},
+            room=room_name(c.meeting_id, IN),
+        )
+
     # ---- the room's broadcaster --------------------------------------------------------------
 
     async def emit_all(self, meeting_id: uuid.UUID, emits: Sequence[Emit]) -> None:
         for one in emits:
             await self.emit(one.event, one.payload, room=room_name(meeting_id, one.audience))
+        if any(one.event in MEDIA_TRIGGERS for one in emits):
+            try:
+                await self.media_sync(meeting_id)
+            except Exception:
+                log.exception("the media of meeting %s did not follow the room", meeting_id)
+
+    def room_event(self, event: object, namespace: object, room: object) -> None:
+        """An event reached this node from Redis: other nodes' room changes move the media
+        this node hosts."""
+        if namespace == NAMESPACE and event in MEDIA_TRIGGERS:
+            meeting_id = meeting_of(room)
+            if meeting_id is not None:
+                self.media_sync_later(meeting_id)
 
     async def refresh(self, meeting_id: uuid.UUID, account_id: uuid.UUID) -> None:
         audiences = await self._rooms().audiences(account_id, meeting_id)
@@ -414,6 +661,15 @@ class FanOut(socketio.AsyncRedisManager):  # type: ignore[misc]
     ) -> None:
         super().__init__(url, channel=channel, redis_options={"retry": Retry(NoBackoff(), 0)})
         self.on_back = on_back
+        self.on_emit: Callable[[object, object, object], None] | None = None
+
+    async def _handle_emit(self, message: dict[str, Any]) -> None:
+        await super()._handle_emit(message)
+        if self.on_emit is not None:
+            try:
+                self.on_emit(message.get("event"), message.get("namespace"), message.get("room"))
+            except Exception:
+                log.exception("a room event from another node was not followed")
 
     async def _redis_listen_with_retries(self) -> AsyncIterator[Any]:
         delay = 1.0

@@ -12,8 +12,10 @@ from aiohttp import web
 
 from core.clock import Clock, SystemClock
 from core.settings import Settings
-from signaling.presence import LocalPresence
-from signaling.server import RoomBroadcaster, Signaling, build_server, presence_for
+from media.config import MediaConfig
+from media.room import MediaRooms
+from signaling.presence import LocalPresence, RedisPresence
+from signaling.server import FanOut, RoomBroadcaster, Signaling, build_server, presence_for
 from web.context import SERVICES, context_middleware, security_headers, session_account
 from web.services import open_services
 from web.views import (
@@ -82,6 +84,17 @@ def create_app(
         )
         await namespace.presence.start()
         services.rooms.broadcaster = RoomBroadcaster(namespace)
+        # Video: this node's media rooms; with Redis each meeting's media is pinned to one node.
+        media = MediaRooms(MediaConfig.from_settings(settings), events=namespace)
+        namespace.media = media
+        namespace.redis = services.redis
+        namespace.redis_prefix = settings.redis_prefix
+        namespace.node_url = settings.node_url or settings.public_url
+        namespace.pin_seconds = settings.presence_ttl_seconds
+        if isinstance(namespace.presence, RedisPresence):
+            namespace.presence.on_beat = namespace.refresh_pins
+        if isinstance(sio.manager, FanOut):
+            sio.manager.on_emit = namespace.room_event
         stop = asyncio.Event()
         sweeper = None
         if background:
@@ -94,6 +107,8 @@ def create_app(
             if sweeper is not None:
                 await sweeper
             await namespace.presence.close()
+            await media.close()
+            await namespace.drain()
             await services.close()
 
     async def hand_over(_app: web.Application) -> None:
