@@ -78,6 +78,7 @@ CODE_TTL = timedelta(minutes=10)
 CODE_RESEND = timedelta(seconds=60)  # a new code at most once a minute
 CODE_ATTEMPTS = 5
 MINUTES_JOB = "meeting_minutes"
+ENDED_SWEEP_AFTER = timedelta(minutes=1)
 ACTOR_OF = {
     Side.CONCILIATOR: Actor.CONCILIATOR,
     Side.APPLICANT: Actor.APPLICANT,
@@ -162,6 +163,13 @@ class MediaSeat:
 
     side: Side
     routing: MediaRouting
+
+
+def ended_long_ago(room: Room, now: datetime) -> bool:
+    """An ended room's connections are closed by the closing itself, a second after its last
+    answers; the sweep only catches what that missed, and must not cut the conciliator off
+    while the minutes are drawn up for the answer to ``close``."""
+    return room.ended_at is not None and now - room.ended_at > ENDED_SWEEP_AFTER
 
 
 def side_of(account: Account, meeting: Meeting, case: Case) -> Side | None:
@@ -613,6 +621,7 @@ class Rooms:
                 ).all()
             )
         gone = set()
+        now = self.clock.now()
         for account_id, meeting_id in pairs:
             account = people.get(account_id)
             entry = found.get(meeting_id)
@@ -621,7 +630,7 @@ class Rooms:
                 or entry is None
                 or account.status != Status.ACTIVE
                 or side_of(account, entry[0], entry[1]) is None
-                or (entry[2] is not None and entry[2].ended_at is not None)
+                or (entry[2] is not None and ended_long_ago(entry[2], now))
                 or (account_id, meeting_id) in removed
             ):
                 gone.add((account_id, meeting_id))

@@ -180,3 +180,16 @@ async def test_shared_documents_reach_only_those_who_may_see_them(meet: Meet) ->
     assert (await customer.call("share", {"document": str(private.id)}))["ok"]
     await chair.wait_for("message", lambda d: d["document"] == str(private.id))
     assert all(m["document"] != str(private.id) for m in rep.received("message"))
+
+
+async def test_the_sweep_leaves_a_just_ended_room_to_the_closing(meet: Meet) -> None:
+    """Closing answers the conciliator after the minutes are filed; the access sweep must not
+    cut that answer off, and catches leftovers of an ended room only a minute later."""
+    env = meet.world.env
+    ids = await meet.ids()
+    chair, (_customer,) = await admitted(meet, meet.customer)
+    assert (await chair.call("close", {"outcome": "no_agreement"}))["ok"]
+    pairs = [(ids["cliente"], meet.meeting.id), (ids["conciliatore1"], meet.meeting.id)]
+    assert await env.services.rooms.revoked(pairs) == set()
+    env.advance(minutes=2)
+    assert await env.services.rooms.revoked(pairs) == set(pairs)
