@@ -59,15 +59,19 @@ class RouteAccessLogger(AbstractAccessLogger):
         )
 
 
-def _serve(settings: Settings, host: str | None, port: int | None) -> int:
-    app = create_app(settings)
+def serve_app(app: web.Application, host: str, port: int) -> None:
+    """Run ``app`` until interrupted, as ``concilia serve`` does (``bench.chat`` too)."""
     web.run_app(
         app,
-        host=host or settings.host,
-        port=port or settings.port,
+        host=host,
+        port=port,
         access_log_class=RouteAccessLogger,
         print=lambda text: log.info(str(text).strip()),
     )
+
+
+def _serve(settings: Settings, host: str | None, port: int | None) -> int:
+    serve_app(create_app(settings), host or settings.host, port or settings.port)
     return 0
 
 
