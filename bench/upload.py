@@ -247,8 +247,10 @@ class Processes:
             output = (done.stdout + done.stderr).decode(errors="replace")[-3000:]
             raise RuntimeError(f"{' '.join(args)} failed ({done.returncode}):\n{output}")
 
-    def start(self, name: str, *args: str) -> tuple[subprocess.Popen[bytes], str, Path]:
-        port = free_port()
+    def start(
+        self, name: str, *args: str, port: int | None = None
+    ) -> tuple[subprocess.Popen[bytes], str, Path]:
+        port = port or free_port()
         log_path = self.work / f"{name}.log"
         log = log_path.open("wb")
         self.logs.append(log)

@@ -59,19 +59,23 @@ class RouteAccessLogger(AbstractAccessLogger):
         )
 
 
+def serve_app(app: web.Application, host: str, port: int) -> None:
+    """Run ``app`` until interrupted, as ``concilia serve`` does (``bench.chat`` too)."""
+    web.run_app(
+        app,
+        host=host,
+        port=port,
+        access_log_class=RouteAccessLogger,
+        print=lambda text: log.info(str(text).strip()),
+    )
+
+
 def _serve(settings: Settings, host: str | None, port: int | None) -> int:
     clock: Clock | None = None
     if settings.clock_fixed is not None:  # refused in production by the settings
         log.warning("the clock stands still at %s (CONCILIA_CLOCK_FIXED)", settings.clock_fixed)
         clock = FakeClock(settings.clock_fixed)
-    app = create_app(settings, clock=clock)
-    web.run_app(
-        app,
-        host=host or settings.host,
-        port=port or settings.port,
-        access_log_class=RouteAccessLogger,
-        print=lambda text: log.info(str(text).strip()),
-    )
+    serve_app(create_app(settings, clock=clock), host or settings.host, port or settings.port)
     return 0
 
 
