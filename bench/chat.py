@@ -88,7 +88,8 @@ SLOT = datetime(2026, 11, 30, 9, 0, tzinfo=ROME).astimezone(UTC)  # five working
 SERVER_AT = SLOT + timedelta(minutes=1)  # the rooms opened 16 minutes ago
 MEETINGS_PER_COMPANY = 30
 FILLER = "Buongiorno, confermo quanto scritto nella bolletta di conguaglio del mese scorso."
-DEFAULT_PG = "postgresql+asyncpg://postgres@127.0.0.1:5432/concilia_bench"
+# A database of this run's own (created and dropped here), so that runs never meet.
+DEFAULT_PG = f"postgresql+asyncpg://postgres@127.0.0.1:5432/concilia_bench_{os.getpid()}"
 CONNECT_AT_ONCE = 24  # meetings joining at the same time
 CALL_TIMEOUT = 60.0
 
