@@ -20,6 +20,7 @@ conciliator and that side only, now and in any history.
 
 from __future__ import annotations
 
+import asyncio
 import re
 import secrets
 import uuid
@@ -222,6 +223,11 @@ class Rooms:
         self.notifier = notifier
         self.jobs = jobs
         self.broadcaster = broadcaster
+        self._background: set[asyncio.Task[int]] = set()
+
+    async def close_background(self) -> None:
+        """Let the work started after answers finish (at shutdown)."""
+        await asyncio.gather(*self._background, return_exceptions=True)
 
     # ---- who is acting ------------------------------------------------------------------
 
@@ -1224,7 +1230,11 @@ class Rooms:
         self.bookings.files.wake_mail()
         await self._announce(meeting_id, changes)
         if self.jobs is not None:
-            await self.jobs.run_due()
+            # The minutes are drawn up and sealed now, but after this answer: rendering and
+            # sealing take CPU the conciliator should not wait for (the job runner retries it).
+            task = asyncio.create_task(self.jobs.run_due(), name=f"minutes-{meeting_id}")
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
 
     # ---- after the commit --------------------------------------------------------------------
 

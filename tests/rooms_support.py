@@ -163,15 +163,18 @@ async def code_for(meet: Meet, email: str) -> str:
 
 
 async def minutes_of(meet: Meet) -> Document:
-    """The minutes filed in the meeting's case file."""
-    async with meet.world.env.services.db.session() as session:
-        found = await session.scalar(
-            select(Document).where(
-                Document.case_id == meet.case_id, Document.category == Category.MINUTES
+    """The minutes filed in the meeting's case file (drawn up just after closing: waited for)."""
+    for _ in range(300):
+        async with meet.world.env.services.db.session() as session:
+            found = await session.scalar(
+                select(Document).where(
+                    Document.case_id == meet.case_id, Document.category == Category.MINUTES
+                )
             )
-        )
-    assert found is not None
-    return found
+        if found is not None:
+            return found
+        await asyncio.sleep(0.1)
+    raise AssertionError("no minutes filed")
 
 
 async def admitted(meet: Meet, *browsers: Browser) -> tuple[RoomClient, list[RoomClient]]:

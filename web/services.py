@@ -130,6 +130,7 @@ class Services:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
         await self.planner.close()
+        await self.rooms.close_background()
         await self.mail.close()
         await self.sessions.close()
         if self.redis is not None:
