@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
+import orjson
 import socketio
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
@@ -352,6 +353,23 @@ def origin_of(url: str) -> str:
     return f"{parts.scheme}://{parts.netloc}"
 
 
+class OrJson:
+    """orjson behind the ``dumps``/``loads`` python-socketio and python-engineio call, for their
+    packets and their messages between nodes: the same JSON, a few times faster each way. Like
+    their default (``engineio.json``), it turns a huge number into a float, never a long
+    computation."""
+
+    @staticmethod
+    def dumps(value: Any, **_options: Any) -> str:
+        # Always compact, which is what python-socketio asks of ``separators`` anyway.
+        encoded: bytes = orjson.dumps(value)
+        return encoded.decode()
+
+    @staticmethod
+    def loads(data: str | bytes, **_options: Any) -> Any:
+        return orjson.loads(data)
+
+
 def build_server(
     public_url: str, redis_url: str | None, extra_origins: Sequence[str] = ()
 ) -> socketio.AsyncServer:
@@ -366,6 +384,7 @@ def build_server(
         client_manager=manager,
         cors_allowed_origins=[origin_of(public_url), *extra_origins],
         max_http_buffer_size=FRAME_MAX,
+        json=OrJson,
         logger=False,
         engineio_logger=False,
     )
