@@ -18,23 +18,29 @@ Result = TypeVar("Result")
 
 
 class Batcher(Generic[Request, Result]):
+    """``concurrency`` batches may be in flight at once, so that one waiting for the database
+    does not hold up the next: ``run`` must keep their order where it matters (the chat locks
+    each room, so a later batch waits for an earlier one's commit in that room)."""
+
     def __init__(
         self,
         run: Callable[[Sequence[Request]], Awaitable[Sequence[Result | BaseException]]],
         *,
         limit: int = 256,
+        concurrency: int = 1,
     ) -> None:
         self._run = run
         self.limit = limit
+        self.concurrency = concurrency
         self._waiting: list[tuple[Request, asyncio.Future[Result]]] = []
-        self._worker: asyncio.Task[None] | None = None
+        self._workers: set[asyncio.Task[None]] = set()
 
     async def submit(self, request: Request) -> Result:
         """Store ``request`` with whatever else is waiting; its result once committed."""
         future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
         self._waiting.append((request, future))
-        if self._worker is None:
-            self._worker = asyncio.create_task(self._work(), name="batcher")
+        if len(self._workers) < self.concurrency:
+            self._workers.add(asyncio.create_task(self._work(), name="batcher"))
         return await future
 
     async def _work(self) -> None:
@@ -59,10 +65,15 @@ class Batcher(Generic[Request, Result]):
                         future.set_exception(result)
                     else:
                         future.set_result(result)
-        finally:
-            self._worker = None
-            if self._waiting:  # cancelled with callers still waiting: they must not hang
+        except asyncio.CancelledError:
+            # Stopped (the server shuts down): whoever still waits must not hang.
+            if len(self._workers) <= 1:
                 for _request, future in self._waiting:
-                    if not future.done():
-                        future.cancel()
+                    future.cancel()
                 self._waiting.clear()
+            raise
+        finally:
+            # At once, not in a callback: a request arriving now must find the worker gone.
+            task = asyncio.current_task()
+            if task is not None:
+                self._workers.discard(task)

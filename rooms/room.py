@@ -91,6 +91,7 @@ CLOSING = {
 }
 CLIENT_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 CHAT_BATCH = 256  # messages stored in one transaction at most
+CHAT_WRITERS = 2  # batches in flight at once (each on its own database connection)
 # The tables as such, for the chat's hot path in SQLAlchemy Core (no ORM objects to build).
 ACCOUNTS = cast(Table, Account.__table__)
 CASES = cast(Table, Case.__table__)
@@ -339,7 +340,9 @@ class Rooms:
         self.notifier = notifier
         self.jobs = jobs
         self.broadcaster = broadcaster
-        self._chat: Batcher[Saying, Said] = Batcher(self._store_chat, limit=CHAT_BATCH)
+        self._chat: Batcher[Saying, Said] = Batcher(
+            self._store_chat, limit=CHAT_BATCH, concurrency=CHAT_WRITERS
+        )
 
     # ---- who is acting ------------------------------------------------------------------
 
