@@ -137,6 +137,8 @@ class Stats:
         self.per_second: dict[int, int] = {}  # deliveries received, by second since t0
         self.t0 = 0.0
         self.unknown = 0
+        self.dropped = 0  # connections the server closed
+        self.closing = False
         self.errors: dict[str, int] = {}
 
     def delivered(self, client_id: str, receiver: int, text: str, now: float) -> None:
@@ -197,12 +199,17 @@ class Client:
         self.phase = random.random()  # noqa: S311 - spreads the senders over an interval
         self.sio.on("message", self.on_message, namespace=NAMESPACE)
         self.sio.on("me", self.on_me, namespace=NAMESPACE)
+        self.sio.on("disconnect", self.on_disconnect, namespace=NAMESPACE)
 
     def on_message(self, data: Any) -> None:
         now = time.perf_counter()
         client_id = data.get("client_id")
         if client_id is not None:  # the room's own notices have none
             self.stats.delivered(client_id, self.seat.side, data["text"], now)
+
+    def on_disconnect(self, *_reason: Any) -> None:
+        if not self.stats.closing:  # the server closed it
+            self.stats.dropped += 1
 
     def on_me(self, data: Any) -> None:
         if isinstance(data, dict) and data.get("state") == "admitted":
@@ -382,7 +389,8 @@ def judge(stats: Stats, step: Step) -> dict[str, Any]:
         "ack_p99_ms": percentile(step.acks, 99),
         "missing": missing,
         "errors": errors,
-        "passed": p99 <= P99_LIMIT_MS and errors == 0 and step.sent > 0,
+        "dropped": stats.dropped,
+        "passed": p99 <= P99_LIMIT_MS and errors == 0 and stats.dropped == 0 and step.sent > 0,
     }
 
 
@@ -437,7 +445,7 @@ def show_step(step: Step) -> None:
         f"  step {step.index:>2}  {v['rate']:>6.3f}/s each  sent {v['sent_per_s']:>7.1f}/s  "
         f"delivered {v['delivered_per_s']:>8.1f}/s  p50 {v['p50_ms']:>7.1f}  "
         f"p99 {v['p99_ms']:>8.1f}  max {v['max_ms']:>8.1f} ms  ack p99 {v['ack_p99_ms']:>7.1f}  "
-        f"errors {v['errors']}  missing {v['missing']}  [{cpu}]"
+        f"errors {v['errors']}  missing {v['missing']}  dropped {v['dropped']}  [{cpu}]"
         + ("" if v["passed"] else "  <- over"),
         flush=True,
     )
@@ -477,6 +485,7 @@ async def run_load(
             gc.unfreeze()
         rss = status_kb(server_pid, "VmRSS")
     finally:
+        stats.closing = True
         await gather_limited([c.close for c in clients], 100)
     return stats, {"joined_s": joined_s, "rss_kb": rss}
 
@@ -497,6 +506,7 @@ def summary(stats: Stats) -> dict[str, Any]:
         "acked": sum(1 for s in stats.sent.values() if s.seq is not None),
         "unanswered": sum(1 for s in stats.sent.values() if s.acked_at is None),
         "refused": dict(stats.errors),
+        "dropped": stats.dropped,
         "lost": lost,
         "duplicates": sum(s.duplicates for s in stats.sent.values()),
         "unknown": stats.unknown,
@@ -772,7 +782,12 @@ async def bench(args: argparse.Namespace, work: Path) -> dict[str, Any]:
                 flush=True,
             )
             proc, _base, _log = servers.start(
-                "concilia", "-m", "bench.chat_server", "--at", SERVER_AT.isoformat(), port=port
+                "concilia",
+                "-m",
+                "bench.chat_server",
+                "--at",
+                SERVER_AT.isoformat(),
+                port=port,
             )
             stats, info = await run_load(
                 args, "concilia", public_url, seats, proc.pid, public_url, json_module
@@ -802,7 +817,7 @@ async def bench(args: argparse.Namespace, work: Path) -> dict[str, Any]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.chat", description=__doc__)
-    parser.add_argument("--meetings", type=int, default=300)
+    parser.add_argument("--meetings", type=int, help="meetings of 3 (300; 100 with --quick)")
     parser.add_argument("--base-seconds", type=float, default=60.0)
     parser.add_argument("--step-seconds", type=float, default=20.0)
     parser.add_argument("--step-factor", type=float, default=1.5)
@@ -810,7 +825,9 @@ def main() -> int:
     parser.add_argument("--grace", type=float, default=2.0, help="seconds before judging a step")
     parser.add_argument("--drain", type=float, default=15.0, help="seconds to wait for stragglers")
     parser.add_argument("--settle", type=float, default=3.0, help="idle seconds after joining")
-    parser.add_argument("--quick", action="store_true", help="short phases: about two minutes")
+    parser.add_argument(
+        "--quick", action="store_true", help="100 meetings, short phases: about two minutes"
+    )
     parser.add_argument("--sqlite", action="store_true", help="concilia on SQLite instead")
     parser.add_argument(
         "--database-url",
@@ -824,6 +841,8 @@ def main() -> int:
     if args.quick:
         args.base_seconds, args.step_seconds, args.step_factor = 10.0, 5.0, 2.0
         args.drain, args.settle = 5.0, 1.0
+    if args.meetings is None:
+        args.meetings = 100 if args.quick else 300
 
     def terminated(signum: int, frame: FrameType | None) -> None:
         raise SystemExit(128 + signum)

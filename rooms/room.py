@@ -27,10 +27,10 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar, cast
 
-from sqlalchemy import delete, or_, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import Table, bindparam, delete, insert, or_, select, tuple_, update
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cases.accounts import Account, Role, Status
@@ -38,6 +38,7 @@ from cases.casefile import Case
 from cases.documents import Document, Documents, may_see
 from cases.lifecycle import Action, Actor
 from cases.notifications import Notifier
+from core.batch import Batcher
 from core.clock import Clock
 from core.db import Database
 from core.errors import ErrorCode, ProtocolError, UserError
@@ -92,6 +93,101 @@ CLOSING = {
     RoomOutcome.COMPANY_ABSENT: Action.RECORD_COMPANY_ABSENT,
 }
 CLIENT_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+CHAT_BATCH = 256  # messages stored in one transaction at most
+CHAT_WRITERS = 2  # batches in flight at once (each on its own database connection)
+# The tables as such, for the chat's hot path in SQLAlchemy Core (no ORM objects to build).
+ACCOUNTS = cast(Table, Account.__table__)
+CASES = cast(Table, Case.__table__)
+MEETINGS = cast(Table, Meeting.__table__)
+ROOMS = cast(Table, Room.__table__)
+MEMBERS = cast(Table, RoomMember.__table__)
+SESSIONS = cast(Table, RoomSession.__table__)
+MESSAGES = cast(Table, RoomMessage.__table__)
+T = TypeVar("T")
+# The chat's statements, built once (built for each batch, their parts would be garbage the
+# collector has to find): the batch's values go in as parameters.
+CHAT_LOCK_SQLITE = (
+    update(ROOMS)
+    .where(ROOMS.c.meeting_id.in_(bindparam("meetings", expanding=True)))
+    .values(version=ROOMS.c.version + 1)
+)
+CHAT_LOCK = (
+    select(ROOMS.c.meeting_id, ROOMS.c.seq, ROOMS.c.opened_at, ROOMS.c.ended_at, ROOMS.c.session_id)
+    .where(ROOMS.c.meeting_id.in_(bindparam("meetings", expanding=True)))
+    .order_by(ROOMS.c.meeting_id)
+    .with_for_update()
+)
+# Everyone in the batch's meetings with what the checks need: a few rows a meeting, where
+# joining the accounts named in the batch to its meetings would make every pair of them.
+CHAT_MEMBERS = (
+    select(
+        MEETINGS.c.id.label("meeting_id"),
+        MEETINGS.c.status.label("meeting_status"),
+        MEETINGS.c.conciliator_id,
+        CASES.c.customer_id,
+        CASES.c.delegate_id,
+        CASES.c.company_id.label("case_company_id"),
+        SESSIONS.c.kind.label("session_kind"),
+        SESSIONS.c.side.label("session_side"),
+        MEMBERS.c.account_id,
+        MEMBERS.c.state,
+        MEMBERS.c.muted,
+        ACCOUNTS.c.role,
+        ACCOUNTS.c.status.label("account_status"),
+        ACCOUNTS.c.company_id,
+        ACCOUNTS.c.first_name,
+        ACCOUNTS.c.last_name,
+    )
+    .select_from(MEETINGS)
+    .join(CASES, CASES.c.id == MEETINGS.c.case_id)
+    .outerjoin(ROOMS, ROOMS.c.meeting_id == MEETINGS.c.id)
+    .outerjoin(SESSIONS, SESSIONS.c.id == ROOMS.c.session_id)
+    .outerjoin(MEMBERS, MEMBERS.c.meeting_id == MEETINGS.c.id)
+    .outerjoin(ACCOUNTS, ACCOUNTS.c.id == MEMBERS.c.account_id)
+    .where(MEETINGS.c.id.in_(bindparam("meetings", expanding=True)))
+)
+# Accounts that are no member of the meeting they write to (refused, but with the right code).
+CHAT_OUTSIDERS = select(
+    ACCOUNTS.c.id.label("account_id"),
+    ACCOUNTS.c.role,
+    ACCOUNTS.c.status.label("account_status"),
+    ACCOUNTS.c.company_id,
+    ACCOUNTS.c.first_name,
+    ACCOUNTS.c.last_name,
+).where(ACCOUNTS.c.id.in_(bindparam("accounts", expanding=True)))
+CHAT_STORED = select(
+    MESSAGES.c.meeting_id, MESSAGES.c.author_id, MESSAGES.c.client_id, MESSAGES.c.seq
+).where(
+    tuple_(MESSAGES.c.meeting_id, MESSAGES.c.author_id, MESSAGES.c.client_id).in_(
+        bindparam("keys", expanding=True)
+    )
+)
+CHAT_INSERT = insert(MESSAGES)
+SWEEP_ACCOUNTS = select(
+    ACCOUNTS.c.id, ACCOUNTS.c.role, ACCOUNTS.c.status, ACCOUNTS.c.company_id
+).where(ACCOUNTS.c.id.in_(bindparam("accounts", expanding=True)))
+SWEEP_MEETINGS = (
+    select(
+        MEETINGS.c.id,
+        MEETINGS.c.conciliator_id,
+        CASES.c.customer_id,
+        CASES.c.delegate_id,
+        CASES.c.company_id.label("case_company_id"),
+        ROOMS.c.ended_at,
+    )
+    .join(CASES, CASES.c.id == MEETINGS.c.case_id)
+    .outerjoin(ROOMS, ROOMS.c.meeting_id == MEETINGS.c.id)
+    .where(MEETINGS.c.id.in_(bindparam("meetings", expanding=True)))
+)
+SWEEP_REMOVED = select(MEMBERS.c.account_id, MEMBERS.c.meeting_id).where(
+    MEMBERS.c.meeting_id.in_(bindparam("meetings", expanding=True)),
+    MEMBERS.c.state == MemberState.REMOVED.value,
+)
+CHAT_ADVANCE = (
+    update(ROOMS)
+    .where(ROOMS.c.meeting_id == bindparam("room"))
+    .values(seq=bindparam("last"), version=ROOMS.c.version + 1)
+)
 
 
 def side_audience(side: str) -> str:
@@ -166,22 +262,63 @@ class MediaSeat:
     routing: MediaRouting
 
 
-def ended_long_ago(room: Room, now: datetime) -> bool:
-    """An ended room's connections are closed by the closing itself, a second after its last
-    answers; the sweep only catches what that missed, and must not cut the conciliator off
-    while the minutes are drawn up for the answer to ``close``."""
-    return room.ended_at is not None and now - room.ended_at > ENDED_SWEEP_AFTER
-
-
 def side_of(account: Account, meeting: Meeting, case: Case) -> Side | None:
     """The account's part in the meeting, from the server's records alone."""
-    if account.role == Role.CONCILIATOR and account.id == meeting.conciliator_id:
+    return side_for(
+        account.role,
+        account.id,
+        account.company_id,
+        meeting.conciliator_id,
+        case.applicant_id,
+        case.company_id,
+    )
+
+
+def side_for(
+    role: str,
+    account_id: uuid.UUID,
+    account_company_id: uuid.UUID | None,
+    conciliator_id: uuid.UUID,
+    applicant_id: uuid.UUID | None,
+    case_company_id: uuid.UUID | None,
+) -> Side | None:
+    """``side_of`` from the columns alone."""
+    if role == Role.CONCILIATOR and account_id == conciliator_id:
         return Side.CONCILIATOR
-    if account.id == case.applicant_id:
+    if account_id == applicant_id:
         return Side.APPLICANT
-    if account.role == Role.COMPANY_REP and account.company_id == case.company_id:
+    if role == Role.COMPANY_REP and account_company_id == case_company_id:
         return Side.COMPANY
     return None
+
+
+def padded(values: list[T]) -> list[T]:
+    """``values`` repeated up to a power of two: an ``IN`` list of a few lengths only, so that
+    the database keeps a few prepared statements instead of one per batch size."""
+    size = 1
+    while size < len(values):
+        size *= 2
+    return values + [values[0]] * (size - len(values))
+
+
+@dataclass(frozen=True)
+class Saying:
+    """A chat message waiting to be stored."""
+
+    account_id: uuid.UUID
+    meeting_id: uuid.UUID
+    client_id: str
+    body: str
+
+
+@dataclass(frozen=True)
+class Said:
+    """A chat message stored (or found stored: ``duplicate``), and whom to tell."""
+
+    seq: int
+    duplicate: bool
+    view: dict[str, Any] | None = None
+    audiences: tuple[str, ...] = ()
 
 
 def iso(moment: datetime | None) -> str | None:
@@ -224,6 +361,9 @@ class Rooms:
         self.jobs = jobs
         self.broadcaster = broadcaster
         self._background: set[asyncio.Task[int]] = set()
+        self._chat: Batcher[Saying, Said] = Batcher(
+            self._store_chat, limit=CHAT_BATCH, concurrency=CHAT_WRITERS
+        )
 
     async def close_background(self) -> None:
         """Let the work started after answers finish (at shutdown)."""
@@ -599,44 +739,40 @@ class Rooms:
     ) -> set[tuple[uuid.UUID, uuid.UUID]]:
         """Which (account, meeting) connections may no longer stay: the account was disabled,
         its delegation revoked (no longer the applicant), it was removed, or the room ended.
-        Two queries whatever the number of connections (the signaling sweeps with it)."""
+        Three queries whatever the number of connections (the signaling sweeps with it)."""
         if not pairs:
             return set()
-        accounts = {a for a, _m in pairs}
-        meetings = {m for _a, m in pairs}
+        params = {
+            "accounts": padded(sorted({a for a, _m in pairs})),
+            "meetings": padded(sorted({m for _a, m in pairs})),
+        }
+        # Columns, not ORM objects: the sweep runs every few seconds over every connection,
+        # and building an object for each would hold the event loop up for a while.
         async with self.db.session() as session:
-            people = {
-                a.id: a
-                for a in await session.scalars(select(Account).where(Account.id.in_(accounts)))
-            }
-            rows = await session.execute(
-                select(Meeting, Case, Room)
-                .join(Case, Case.id == Meeting.case_id)
-                .outerjoin(Room, Room.meeting_id == Meeting.id)
-                .where(Meeting.id.in_(meetings))
-            )
-            found = {meeting.id: (meeting, case, room) for meeting, case, room in rows.all()}
-            removed = set(
-                (
-                    await session.execute(
-                        select(RoomMember.account_id, RoomMember.meeting_id).where(
-                            RoomMember.meeting_id.in_(meetings),
-                            RoomMember.state == MemberState.REMOVED,
-                        )
-                    )
-                ).all()
-            )
+            people = {row.id: row for row in await session.execute(SWEEP_ACCOUNTS, params)}
+            found = {row.id: row for row in await session.execute(SWEEP_MEETINGS, params)}
+            removed = set((await session.execute(SWEEP_REMOVED, params)).all())
         gone = set()
         now = self.clock.now()
         for account_id, meeting_id in pairs:
             account = people.get(account_id)
-            entry = found.get(meeting_id)
+            meeting = found.get(meeting_id)
             if (
                 account is None
-                or entry is None
+                or meeting is None
                 or account.status != Status.ACTIVE
-                or side_of(account, entry[0], entry[1]) is None
-                or (entry[2] is not None and ended_long_ago(entry[2], now))
+                or side_for(
+                    account.role,
+                    account.id,
+                    account.company_id,
+                    meeting.conciliator_id,
+                    meeting.delegate_id or meeting.customer_id,
+                    meeting.case_company_id,
+                )
+                is None
+                # An ended room's connections are closed by the closing itself, a second after
+                # its last answers; the sweep only catches what that missed, a minute later.
+                or (meeting.ended_at is not None and now - meeting.ended_at > ENDED_SWEEP_AFTER)
                 or (account_id, meeting_id) in removed
             ):
                 gone.add((account_id, meeting_id))
@@ -654,48 +790,178 @@ class Rooms:
         self, account_id: uuid.UUID, meeting_id: uuid.UUID, client_id: object, text: object
     ) -> dict[str, Any]:
         """Store a chat message once (a resend with the same ``client_id`` returns the first),
-        then announce it; the answer, sent after the commit, gives its sequence number."""
+        then announce it; the answer, sent after the commit, gives its sequence number.
+
+        Messages arriving while others are being stored are stored together, in one
+        transaction (``_store_chat``): each checked as if alone, each answered only once the
+        transaction that stored it committed."""
         if not isinstance(client_id, str) or not CLIENT_ID.match(client_id):
             raise ProtocolError(ErrorCode.BAD_REQUEST, "client_id")
         body = clean_text(text, MESSAGE_MAX)
-        changes = Changes()
+        said = await self._chat.submit(Saying(account_id, meeting_id, client_id, body))
+        if said.view is not None:
+            view = said.view
+            await self._announce(
+                meeting_id, Changes(emits=[Emit(a, "message", view) for a in said.audiences])
+            )
+        return {"seq": said.seq, "duplicate": said.duplicate}
+
+    async def _store_chat(self, batch: Sequence[Saying]) -> list[Said | BaseException]:
+        """Store a batch of messages; if the database refuses the batch as a whole (a deadlock
+        with another node, say), each message on its own."""
+        try:
+            return await self._chat_batch(batch)
+        except DBAPIError:
+            if len(batch) == 1:
+                raise
+        results: list[Said | BaseException] = []
+        for one in batch:
+            try:
+                results.extend(await self._chat_batch([one]))
+            except DBAPIError as exc:
+                results.append(exc)
+        return results
+
+    async def _chat_batch(self, batch: Sequence[Saying]) -> list[Said | BaseException]:
+        """One transaction for the whole batch, with a few statements whatever its size: the
+        rooms are locked first (in one order, so two nodes' batches cannot deadlock), then
+        everything the checks need is read after the locks, so that it includes whatever a
+        change that held a lock committed (a mute, a removal, a separate session, the same
+        message sent again)."""
+        now = self.clock.now()
+        meetings = padded(sorted({s.meeting_id for s in batch}))
         async with self.db.session() as session:
-            seat = await self._locked(session, account_id, meeting_id)
-            room, member = self._present(seat)
-            earlier = await session.scalar(
-                select(RoomMessage).where(
-                    RoomMessage.meeting_id == meeting_id,
-                    RoomMessage.author_id == account_id,
-                    RoomMessage.client_id == client_id,
-                )
+            if self.db.dialect == "sqlite":  # a write first: SQLite's lock for the transaction
+                await session.execute(CHAT_LOCK_SQLITE, {"meetings": meetings})
+            rooms = {
+                row.meeting_id: row
+                for row in await session.execute(CHAT_LOCK, {"meetings": meetings})
+            }
+            meetings_found: dict[uuid.UUID, Any] = {}
+            members: dict[tuple[uuid.UUID, uuid.UUID], Any] = {}
+            for row in await session.execute(CHAT_MEMBERS, {"meetings": meetings}):
+                meetings_found[row.meeting_id] = row
+                if row.account_id is not None:
+                    members[(row.meeting_id, row.account_id)] = row
+            strangers = sorted(
+                {s.account_id for s in batch if (s.meeting_id, s.account_id) not in members}
             )
-            if earlier is not None:
-                return {"seq": earlier.seq, "duplicate": True}
-            if member.muted:
-                raise UserError(ErrorCode.MUTED)
-            current = await session.get(RoomSession, room.session_id) if room.session_id else None
-            if (
-                current is not None
-                and current.kind == SessionKind.SEPARATE
-                and seat.side not in (Side.CONCILIATOR, current.side)
-            ):
-                raise UserError(ErrorCode.SEPARATE_SESSION)
-            message = self._add_message(
-                session,
-                room,
-                current,
-                MessageKind.CHAT,
-                body,
-                author=account_id,
-                client_id=client_id,
+            outsiders: dict[uuid.UUID, Any] = {}
+            if strangers:
+                outsiders = {
+                    row.account_id: row
+                    for row in await session.execute(
+                        CHAT_OUTSIDERS, {"accounts": padded(strangers)}
+                    )
+                }
+            keys = padded(sorted({(s.meeting_id, s.account_id, s.client_id) for s in batch}))
+            stored: dict[tuple[uuid.UUID, uuid.UUID, str], int] = {
+                (m, a, c): seq
+                for m, a, c, seq in await session.execute(CHAT_STORED, {"keys": keys})
+            }
+            seqs = {m: row.seq for m, row in rooms.items()}
+            rows: list[dict[str, Any]] = []
+            results: list[Said | BaseException] = []
+            for saying in batch:
+                try:
+                    said = self._chat_one(
+                        saying, rooms, meetings_found, members, outsiders, stored, seqs, now
+                    )
+                except UserError as exc:
+                    results.append(exc)
+                    continue
+                results.append(said)
+                if said.view is not None:
+                    view = said.view
+                    rows.append(
+                        {
+                            "meeting_id": saying.meeting_id,
+                            "seq": view["seq"],
+                            "author_id": saying.account_id,
+                            "client_id": saying.client_id,
+                            "kind": MessageKind.CHAT.value,
+                            "session_id": view["session"],
+                            "side": view["side"],
+                            "body": saying.body,
+                            "document_id": None,
+                            "at": now,
+                        }
+                    )
+            if not rows:
+                return results
+            await session.execute(CHAT_INSERT, rows)
+            await session.execute(
+                CHAT_ADVANCE,
+                [{"room": m, "last": last} for m, last in seqs.items() if last != rooms[m].seq],
             )
-            await session.flush()
-            view = self.message_view(message, {account_id: self._name(seat.account)})
-            for audience in self._speech_audience(current):
-                changes.add(audience, "message", view)
             await session.commit()
-        await self._announce(meeting_id, changes)
-        return {"seq": view["seq"], "duplicate": False}
+        return results
+
+    @staticmethod
+    def _chat_one(
+        saying: Saying,
+        rooms: dict[uuid.UUID, Any],
+        meetings: dict[uuid.UUID, Any],
+        members: dict[tuple[uuid.UUID, uuid.UUID], Any],
+        outsiders: dict[uuid.UUID, Any],
+        stored: dict[tuple[uuid.UUID, uuid.UUID, str], int],
+        seqs: dict[uuid.UUID, int],
+        now: datetime,
+    ) -> Said:
+        """The checks of one message of a batch, in the order and with the answers of the
+        other events (``_locked``, ``_seat``, ``_present``), then its number."""
+        room = rooms.get(saying.meeting_id)
+        if room is None:
+            raise UserError(ErrorCode.ROOM_CLOSED)
+        meeting = meetings.get(saying.meeting_id)
+        member = members.get((saying.meeting_id, saying.account_id))
+        person = member if member is not None else outsiders.get(saying.account_id)
+        if meeting is None or person is None:
+            raise UserError(ErrorCode.NOT_FOUND)
+        side = side_for(
+            person.role,
+            saying.account_id,
+            person.company_id,
+            meeting.conciliator_id,
+            meeting.delegate_id or meeting.customer_id,
+            meeting.case_company_id,
+        )
+        if side is None or meeting.meeting_status == MeetingStatus.CANCELLED:
+            raise UserError(ErrorCode.NOT_FOUND)
+        if person.account_status != Status.ACTIVE:
+            raise UserError(ErrorCode.ACCOUNT_DISABLED)
+        if member is not None and member.state == MemberState.REMOVED:
+            raise UserError(ErrorCode.REMOVED)
+        if member is None or member.state != MemberState.ADMITTED:
+            raise UserError(ErrorCode.NOT_ADMITTED)
+        if room.opened_at is None or room.ended_at is not None:
+            raise UserError(ErrorCode.ROOM_CLOSED)
+        key = (saying.meeting_id, saying.account_id, saying.client_id)
+        earlier = stored.get(key)
+        if earlier is not None:
+            return Said(earlier, duplicate=True)
+        if member.muted:
+            raise UserError(ErrorCode.MUTED)
+        separate = meeting.session_kind == SessionKind.SEPARATE
+        if separate and side not in (Side.CONCILIATOR, meeting.session_side):
+            raise UserError(ErrorCode.SEPARATE_SESSION)
+        seq = seqs[saying.meeting_id] + 1
+        seqs[saying.meeting_id] = seq
+        stored[key] = seq  # the same message twice in one batch is stored once
+        view = {
+            "seq": seq,
+            "kind": MessageKind.CHAT.value,
+            "author": str(saying.account_id),
+            "author_name": f"{member.first_name} {member.last_name}",
+            "client_id": saying.client_id,
+            "session": room.session_id if separate else None,
+            "side": meeting.session_side if separate else None,
+            "text": saying.body,
+            "document": None,
+            "at": iso(now),
+        }
+        audiences = (CONCILIATOR, side_audience(meeting.session_side)) if separate else (IN,)
+        return Said(seq, duplicate=False, view=view, audiences=audiences)
 
     @staticmethod
     def _name(account: Account) -> str:

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
+import orjson
 import socketio
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
@@ -706,6 +707,23 @@ class FanOut(socketio.AsyncRedisManager):  # type: ignore[misc]
                         await pubsub.aclose()
 
 
+class OrJson:
+    """orjson behind the ``dumps``/``loads`` python-socketio and python-engineio call, for their
+    packets and their messages between nodes: the same JSON, a few times faster each way. Like
+    their default (``engineio.json``), it turns a huge number into a float, never a long
+    computation."""
+
+    @staticmethod
+    def dumps(value: Any, **_options: Any) -> str:
+        # Always compact, which is what python-socketio asks of ``separators`` anyway.
+        encoded: bytes = orjson.dumps(value)
+        return encoded.decode()
+
+    @staticmethod
+    def loads(data: str | bytes, **_options: Any) -> Any:
+        return orjson.loads(data)
+
+
 def build_server(
     public_url: str,
     redis_url: str | None,
@@ -721,6 +739,7 @@ def build_server(
         client_manager=manager,
         cors_allowed_origins=[origin_of(public_url), *extra_origins],
         max_http_buffer_size=FRAME_MAX,
+        json=OrJson,
         logger=False,
         engineio_logger=False,
     )

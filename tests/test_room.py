@@ -3,7 +3,9 @@ once, resync, separate sessions kept private, moderation, limits."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
@@ -13,7 +15,9 @@ from sqlalchemy import func, select
 from cases.accounts import Account
 from cases.casefile import Case
 from cases.lifecycle import CaseStatus
+from core.errors import ErrorCode, UserError
 from rooms.models import RoomMessage
+from rooms.room import Said, Saying
 from scheduling.bookings import Meeting, MeetingStatus
 from tests.rooms_support import Meet, admitted
 from tests.support import registered, sign_in
@@ -219,6 +223,69 @@ async def test_mute_and_remove_act_at_once_and_a_removed_party_stays_out(meet: M
     assert (await rep.call("remove", {"account": str(ids["cliente"])}))["error"][
         "code"
     ] == "not_admitted"
+
+
+async def test_messages_stored_together_are_each_checked_stored_once_and_told_in_order(
+    meet: Meet,
+) -> None:
+    """Messages that arrive at once are stored in one transaction, each with its own checks
+    and its own answer."""
+    svc = meet.world.env.services
+    ids = await meet.ids()
+    chair, (_customer, rep) = await admitted(meet, meet.customer, meet.rep)
+    assert (await chair.call("mute", {"account": str(ids["rep"]), "muted": True}))["ok"]
+    await rep.wait_for("me", lambda d: d["muted"])
+    meeting = meet.meeting.id
+    batches: list[int] = []
+    store = svc.rooms._chat_batch
+
+    async def counted(batch: Sequence[Saying]) -> list[Said | BaseException]:
+        batches.append(len(batch))
+        return await store(batch)
+
+    svc.rooms._chat_batch = counted  # type: ignore[method-assign]
+    said = await asyncio.gather(
+        *(svc.rooms.say(ids["cliente"], meeting, f"c-{i}", f"customer {i}") for i in range(3)),
+        *(svc.rooms.say(ids["conciliatore1"], meeting, f"k-{i}", f"chair {i}") for i in range(2)),
+        svc.rooms.say(ids["cliente"], meeting, "c-0", "customer 0, sent again"),
+        svc.rooms.say(ids["rep"], meeting, "r-0", "muted, refused"),
+        svc.rooms.say(meet.world.k2.id, meeting, "x-0", "not of this meeting"),
+        return_exceptions=True,
+    )
+    assert batches == [8]  # one transaction for them all
+    stored = [a for a in said[:5] if isinstance(a, dict)]
+    assert [a["duplicate"] for a in stored] == [False] * 5
+    seqs = [a["seq"] for a in stored]
+    assert seqs == list(range(seqs[0], seqs[0] + 5))
+    assert said[5] == {"seq": seqs[0], "duplicate": True}
+    assert isinstance(said[6], UserError) and said[6].code == ErrorCode.MUTED
+    assert isinstance(said[7], UserError) and said[7].code == ErrorCode.NOT_FOUND
+    async with svc.db.session() as session:
+        rows = list(
+            await session.execute(
+                select(RoomMessage.seq, RoomMessage.client_id, RoomMessage.body)
+                .where(RoomMessage.meeting_id == meeting, RoomMessage.kind == "chat")
+                .order_by(RoomMessage.seq)
+            )
+        )
+    assert [tuple(r) for r in rows] == [
+        (seqs[0], "c-0", "customer 0"),
+        (seqs[1], "c-1", "customer 1"),
+        (seqs[2], "c-2", "customer 2"),
+        (seqs[3], "k-0", "chair 0"),
+        (seqs[4], "k-1", "chair 1"),
+    ]
+    # Everyone admitted hears each one once, in order, as a fresh snapshot shows it.
+    await rep.wait_for("message", lambda d: d["seq"] == seqs[-1])
+    heard = [m for m in rep.received("message") if m["seq"] >= seqs[0]]
+    assert [m["seq"] for m in heard] == seqs
+    snapshot = await rep.join()
+    assert [m for m in snapshot["messages"] if m["seq"] >= seqs[0]] == heard
+    # A room that ended takes no more: the batch says so, as the other events do.
+    assert (await chair.call("close", {"outcome": "no_agreement"}))["ok"]
+    with pytest.raises(UserError) as refused:
+        await svc.rooms.say(ids["cliente"], meeting, "c-9", "too late")
+    assert refused.value.code == ErrorCode.ROOM_CLOSED
 
 
 async def test_floods_and_oversize_frames_close_the_connection(meet: Meet) -> None:
