@@ -411,6 +411,11 @@ class Rooms:
             await session.refresh(seat.room)
         return seat
 
+    @staticmethod
+    async def _current(session: AsyncSession, room: Room) -> RoomSession | None:
+        """The session in progress in ``room`` (joint or separate), if it is open."""
+        return await session.get(RoomSession, room.session_id) if room.session_id else None
+
     def _open_window(self, meeting: Meeting, now: datetime) -> bool:
         return self.bookings.rules.room_open(meeting, now)
 
@@ -553,7 +558,7 @@ class Rooms:
         """What the account sees on (re)joining: everything, or only the lobby's view."""
         meeting, room, member = seat.meeting, seat.room, seat.member
         assert room is not None and member is not None
-        current = await session.get(RoomSession, room.session_id) if room.session_id else None
+        current = await self._current(session, room)
         snapshot: dict[str, Any] = {
             "meeting": {
                 "id": str(meeting.id),
@@ -1019,7 +1024,7 @@ class Rooms:
             room, member = self._present(seat)
             if member.muted:
                 raise UserError(ErrorCode.MUTED)
-            current = await session.get(RoomSession, room.session_id) if room.session_id else None
+            current = await self._current(session, room)
         if (
             current is not None
             and current.kind == SessionKind.SEPARATE
@@ -1046,7 +1051,7 @@ class Rooms:
             )
         )
         members = {str(account): Side(side) for account, side in rows.all()}
-        current = await session.get(RoomSession, room.session_id) if room.session_id else None
+        current = await self._current(session, room)
         separate = None
         if current is not None and current.kind == SessionKind.SEPARATE and current.side:
             separate = Side(current.side)
@@ -1110,7 +1115,7 @@ class Rooms:
                 raise UserError(ErrorCode.REMOVED)
             if member.state == MemberState.ADMITTED and admit:
                 return
-            current = await session.get(RoomSession, room.session_id) if room.session_id else None
+            current = await self._current(session, room)
             member.state = MemberState.ADMITTED if admit else MemberState.TURNED_AWAY
             online = await self._online(meeting_id)
             view = self.member_view(member, account, account.id in online)
@@ -1148,7 +1153,7 @@ class Rooms:
             seat = await self._locked(session, account_id, meeting_id)
             room, _ = self._chair(seat)
             room.lobby_note = text
-            current = await session.get(RoomSession, room.session_id) if room.session_id else None
+            current = await self._current(session, room)
             changes.add(ALL, "room", self.room_view(room, current))
             await session.commit()
         await self._announce(meeting_id, changes)
@@ -1163,7 +1168,7 @@ class Rooms:
         async with self.db.session() as session:
             seat = await self._locked(session, account_id, meeting_id)
             room, _ = self._chair(seat)
-            current = await session.get(RoomSession, room.session_id) if room.session_id else None
+            current = await self._current(session, room)
             wanted_kind = SessionKind.JOINT if side is None else SessionKind.SEPARATE
             if current is not None and current.kind == wanted_kind and current.side == side:
                 return
@@ -1214,7 +1219,7 @@ class Rooms:
             if member.state == MemberState.REMOVED:
                 return
             member.state = MemberState.REMOVED
-            current = await session.get(RoomSession, room.session_id) if room.session_id else None
+            current = await self._current(session, room)
             notice = self._add_message(
                 session,
                 room,
@@ -1252,7 +1257,7 @@ class Rooms:
             actor = ACTOR_OF[seat.side]
             if found is None or found.case_id != seat.case.id or not may_see(found, actor):
                 raise UserError(ErrorCode.NOT_FOUND)
-            current = await session.get(RoomSession, room.session_id) if room.session_id else None
+            current = await self._current(session, room)
             separate = current is not None and current.kind == SessionKind.SEPARATE
             if separate and seat.side not in (Side.CONCILIATOR, current.side if current else None):
                 raise UserError(ErrorCode.SEPARATE_SESSION)
@@ -1411,7 +1416,7 @@ class Rooms:
             member.accepted_version = room.agreement_version
             member.accepted_at = now
             member.accepted_email = seat.account.email
-            current = await session.get(RoomSession, room.session_id) if room.session_id else None
+            current = await self._current(session, room)
             notice = self._add_message(
                 session,
                 room,
@@ -1471,7 +1476,7 @@ class Rooms:
                     CLOSING[chosen],
                     text or None,
                 )
-            current = await session.get(RoomSession, room.session_id) if room.session_id else None
+            current = await self._current(session, room)
             if current is not None:
                 current.ended_at = now
             room.session_id = None
