@@ -158,14 +158,22 @@ class MediaPeer:
         return str(self.pc.localDescription.sdp)
 
     async def add_candidate(self, candidate: str | None) -> None:
-        """A candidate the browser found after its offer (trickle ICE); ``None`` ends them."""
+        """A candidate the browser found after its offer (trickle ICE).
+
+        The server never gives up on a connection for lack of candidates: browsers hide their
+        local addresses behind mDNS names (``….local``) that a server cannot resolve (and
+        should not ask its network about), so the browser's address is often learnt only
+        from its own connectivity checks (a peer-reflexive candidate). Such names and the
+        end of candidates (``None`` or ``""``) are therefore ignored; a connection that never
+        comes up is closed by the watchdog (``MediaConfig.connect_seconds``)."""
         if candidate is None or not candidate.strip():
-            await self.pc.addIceCandidate(None)
             return
         try:
             found = candidate_from_sdp(candidate.strip().removeprefix("candidate:"))
         except Exception:  # untrusted text; aiortc asserts, indexes and converts as it reads
             raise ProtocolError(ErrorCode.BAD_REQUEST, "candidate: unreadable") from None
+        if found.ip.lower().endswith(".local"):
+            return
         # Everything is bundled on the first m-line's transport, whichever m-line the browser
         # names (aiortc would drop a candidate given for a bundled one).
         transceivers = self.pc.getTransceivers()

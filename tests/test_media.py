@@ -478,6 +478,33 @@ async def test_candidates_trickled_after_the_offer(
         await meeting.close()
 
 
+async def test_hidden_addresses_and_an_early_end_of_candidates_do_not_fail_it(
+    media_rooms: MediaRooms, codec_calls: CodecCalls
+) -> None:
+    """Browsers name their host candidates with mDNS (``….local``) and may say "no more"
+    before their first check reaches the server: the server learns their address from the
+    checks themselves, and never asks the network about a ``.local`` name."""
+    meeting = Meeting(media_rooms.room("meeting-9"), codec_calls)
+    try:
+        await meeting.join(C, Side.CONCILIATOR, 1)
+        meeting.members[A] = Side.APPLICANT
+        meeting.route()
+        hidden = Client(A, 2)
+        meeting.clients[A] = hidden
+        lines = (await hidden.offer()).split("\r\n")
+        bare = [line for line in lines if not line.startswith(("a=candidate:", "a=end-of-c"))]
+        answer = await meeting.room.offer(A, "\r\n".join(bare))
+        name = (
+            "candidate:1 1 udp 2122260223 0b2f6ad4-7a51-4c39-9d3e-6f3e1f0c2a11.local 50000 typ host"
+        )
+        await meeting.room.add_candidate(A, name)
+        await meeting.room.add_candidate(A, None)
+        await hidden.accept(answer)  # its checks start only now
+        await flowing(meeting, C, A, "video")
+    finally:
+        await meeting.close()
+
+
 async def test_offers_the_server_does_not_answer(
     media_rooms: MediaRooms, codec_calls: CodecCalls
 ) -> None:

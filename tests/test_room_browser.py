@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -32,6 +33,7 @@ from playwright.async_api import (
 from sqlalchemy import update
 
 from core.clock import FakeClock
+from media.room import MediaRooms
 from rooms.seal import verify_minutes
 from scheduling.bookings import Meeting
 from tests.conftest import free_port, make_settings
@@ -39,7 +41,7 @@ from tests.rooms_support import Meet, code_for, minutes_of
 from tests.services import unavailable
 from tests.support import GOOD_PASSWORD, PDF, Env, code_in
 from tests.worlds import FIRST, rome
-from web.app import create_app
+from web.app import SIGNALING, create_app
 
 CHROMIUM = Path("/usr/bin/chromium")
 SCREENS = Path(__file__).parents[1] / "var" / "screens"
@@ -54,7 +56,12 @@ async def env(db_url: str, tmp_path: Path, clock: FakeClock) -> AsyncIterator[En
     """The application on a real loopback port, its public URL that port (the room accepts
     connections from the service's own origin only)."""
     port = free_port()
-    settings = make_settings(db_url, tmp_path, public_url=f"http://127.0.0.1:{port}")
+    settings = make_settings(
+        db_url,
+        tmp_path,
+        public_url=f"http://127.0.0.1:{port}",
+        media_bind_address="127.0.0.1",  # the media server's host candidate: loopback only
+    )
     server = TestServer(create_app(settings, clock=clock), host="127.0.0.1", port=port)
     client: TestClient[web.Request, web.Application] = TestClient(server)
     await client.start_server()
@@ -377,3 +384,112 @@ async def test_the_countdown_warns_before_the_end_and_the_camera_check_works(
         "Ancora qualche minuto."
     )
     assert chair.errors == []
+
+
+async def video_meeting(meet: Meet) -> None:
+    async with meet.world.env.services.db.session() as session:
+        await session.execute(
+            update(Meeting).where(Meeting.id == meet.meeting.id).values(mode="video")
+        )
+        await session.commit()
+
+
+async def playing(page: Page, account: uuid.UUID, *, frames: int = 10) -> None:
+    """The tile of ``account`` on ``page`` shows video: a picture of some size whose frames
+    keep advancing (Chromium's fake camera draws a moving pattern)."""
+    tile = page.locator(f".video-tile[data-participant='{account}'] video")
+    await expect(tile).to_be_attached()
+
+    async def decoded() -> tuple[int, int]:
+        found = await tile.evaluate(
+            "v => [v.videoWidth, v.getVideoPlaybackQuality().totalVideoFrames]"
+        )
+        return int(found[0]), int(found[1])
+
+    first = None
+    for _ in range(150):
+        width, count = await decoded()
+        if width > 0 and first is None:
+            first = count
+        if first is not None and count >= first + frames:
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"no video of {account} playing: {await decoded()}")
+
+
+async def test_two_participants_see_each_other_on_video(meet: Meet, chromium: Browser) -> None:
+    env = meet.world.env
+    await video_meeting(meet)
+    ids = await meet.ids()
+    room = f"/meetings/{meet.meeting.id}/room"
+    media = env.client.app[SIGNALING].media if env.client.app is not None else None
+    assert media is not None and media.live_peer_connections == 0
+
+    chair = await person(chromium, env, "video-conciliator", "conciliatore1", staff=True)
+    await chair.page.goto(room)
+    customer = await person(chromium, env, "video-customer", "cliente", phone=True)
+    page = customer.page
+    await page.goto(room)
+    await chair.page.click(f"button[data-action=admit][data-account='{ids['cliente']}']")
+    await expect(page.locator("#video")).to_be_visible()
+    await expect(page.locator("#video-status")).to_contain_text("Il video è spento")
+
+    # Each turns the camera on, and sees the other.
+    for one in (chair, customer):
+        await one.page.click("#video-start")
+    for one in (chair, customer):
+        await expect(one.page.locator("#video-status")).to_have_text("Il video è collegato.")
+        await expect(one.page.locator("#own-video")).to_be_visible()
+    await playing(chair.page, ids["cliente"])
+    await playing(page, ids["conciliatore1"])
+    assert media.live_peer_connections == 2
+    await chair.shot("video")
+    await customer.shot("video")
+    assert await page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
+
+    # The conciliator cuts the customer's microphone: both see it, and can give it back.
+    cut = chair.page.locator(f"button[data-action=media_mute][data-account='{ids['cliente']}']")
+    await cut.click()
+    customer_tile = chair.page.locator(f".video-tile[data-participant='{ids['cliente']}']")
+    await expect(customer_tile.locator("figcaption")).to_contain_text(
+        "microfono disattivato dal conciliatore"
+    )
+    await expect(page.locator("#participants")).to_contain_text(
+        "microfono disattivato dal conciliatore"
+    )
+    await expect(cut).to_have_text("Riattiva il microfono")
+    await cut.click()
+    await expect(customer_tile.locator("figcaption")).not_to_contain_text("disattivato")
+
+    # The customer turns the camera off (the conciliator's tile says so), then on again.
+    await page.click("#toggle-camera")
+    await expect(page.locator("#toggle-camera")).to_have_text("Accendi la videocamera")
+    await expect(customer_tile).to_have_class(re.compile("video-off"))
+    await expect(customer_tile.locator("figcaption")).to_contain_text("niente video")
+    await page.click("#toggle-camera")
+    await expect(customer_tile).not_to_have_class(re.compile("video-off"))
+    await playing(chair.page, ids["cliente"])
+
+    # Leaving the video keeps the customer in the meeting, by chat.
+    await page.click("#video-stop")
+    await expect(customer_tile).to_have_count(0)
+    await expect(page.locator("#video-start")).to_be_visible()
+    await page.fill("#say-text", "Continuo in chat.")
+    await page.press("#say-text", "Enter")
+    await expect(chair.page.locator("#messages .message-body").last).to_have_text(
+        "Continuo in chat."
+    )
+    await peers_down_to(media, 1)
+    # The conciliator's window closes: its connection to the room, then its media, end.
+    await chair.context.close()
+    await peers_down_to(media, 0)
+    for one in (chair, customer):
+        assert one.errors == [], (one.name, one.errors)
+
+
+async def peers_down_to(media: MediaRooms, count: int) -> None:
+    for _ in range(100):
+        if media.live_peer_connections == count:
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"{media.live_peer_connections} peer connections, not {count}")

@@ -16,7 +16,13 @@ from media.config import MediaConfig
 from media.room import MediaRooms
 from signaling.presence import LocalPresence, RedisPresence
 from signaling.server import FanOut, RoomBroadcaster, Signaling, build_server, presence_for
-from web.context import SERVICES, context_middleware, security_headers, session_account
+from web.context import (
+    SERVICES,
+    context_middleware,
+    security_headers,
+    session_account,
+)
+from web.context import SIGNALING as SIGNALING  # re-exported: tests reach the namespace
 from web.services import open_services
 from web.views import (
     account,
@@ -42,9 +48,6 @@ VENDOR = NODE_MODULES / "bootstrap-italia" / "dist"
 # The room page's Socket.IO client (socket.io-client from npm), served by the app: no CDN.
 SOCKETIO_CLIENT = NODE_MODULES / "socket.io-client" / "dist"
 MAX_BODY = 1024**2  # forms only for now; uploads will raise it per route
-
-
-SIGNALING = web.AppKey("signaling", Signaling)
 
 
 async def account_id_of(request: web.Request) -> uuid.UUID | None:

@@ -23,12 +23,14 @@ from core.errors import (
 )
 from core.i18n import LANGUAGE_NAMES, LANGUAGES, negotiate
 from core.ids import keyed_hash, new_token, same
+from signaling.server import Signaling
 from web.messages import message_for
 from web.services import Services
 
 log = logging.getLogger(__name__)
 
 SERVICES = web.AppKey("services", Services)
+SIGNALING = web.AppKey("signaling", Signaling)  # the /meeting namespace (and its media)
 SESSION_COOKIE = "concilia_session"
 CSRF_COOKIE = "concilia_csrf"
 LANG_COOKIE = "concilia_lang"

@@ -116,12 +116,34 @@
     tryAllTransports: true,
   });
 
+  // A video meeting's camera, microphone and the others' video (room-video.js).
+  const video =
+    data.mode === "video" && typeof window.ConciliaVideo === "function"
+      ? window.ConciliaVideo({
+          data,
+          T,
+          socket,
+          call,
+          refusal,
+          fmt,
+          el,
+          show,
+          announce,
+          roomToken,
+          connected: () => socket.connected,
+          participants: () => state.participants,
+          renderParticipants: () => renderParticipants(),
+          excluded: () => Boolean(excluded()),
+        })
+      : null;
+
   function setConnection(text) {
     show("connection", text);
   }
 
   function fatal(text) {
     state.over = true;
+    if (video) video.stop();
     const box = $("room-error");
     box.textContent = text;
     box.hidden = false;
@@ -163,6 +185,7 @@
   socket.on("disconnect", (reason) => {
     state.joining = 0;
     state.early = [];
+    if (video) video.disconnected();
     if (state.over) return;
     setConnection(T.reconnecting);
     if (reason === "io server disconnect") {
@@ -251,8 +274,10 @@
       state.full = true;
     } else {
       state.full = false;
+      if (video) video.stop();
     }
     render();
+    if (video && state.full && !state.over) video.admitted(snapshot);
   }
 
   function apply(event, body) {
@@ -272,11 +297,13 @@
       }
       renderParticipants();
       renderAgreement();
+      if (video) video.update();
       return;
     }
     if (event === "room") {
       state.room = body;
       render();
+      if (video) video.update();
       return;
     }
     if (event === "me") {
@@ -350,6 +377,7 @@
 
   function showEnded() {
     state.over = true;
+    if (video) video.stop();
     const outcome = state.room && state.room.outcome;
     show("ended-text", fmt(T.ended, { outcome: data.outcomes[outcome] || outcome || "" }));
     show("ended-minutes", T.ended_minutes);
@@ -494,7 +522,7 @@
     for (const person of people) {
       seen.add(person.id);
       let row = list.querySelector(`li[data-id="${CSS.escape(person.id)}"]`);
-      const signature = JSON.stringify(person);
+      const signature = JSON.stringify(person) + (video && video.mutedAudio(person.id) ? " audio-muted" : "");
       if (!row) {
         row = el("li", { className: "participant", "data-id": person.id });
         list.append(row);
@@ -542,6 +570,7 @@
     const facts = [sideLabel(person.side), person.online ? T.online : T.offline];
     if (person.state !== "admitted") facts.push(T["state_" + person.state] || person.state);
     if (person.muted) facts.push(T.muted);
+    if (video && video.mutedAudio(person.id)) facts.push(T.muted_by_conciliator);
     if (person.asked_proposal) facts.push(T.asked_proposal);
     if (person.accepted_version) facts.push(fmt(T.accepted_version, { version: person.accepted_version }));
     head.append(el("span", { className: "small d-block" }, facts.join(" · ")));
@@ -562,6 +591,10 @@
       actions.append(button(T.turn_away, "turn_away", person, "btn-outline-danger"));
     } else if (person.state === "admitted") {
       actions.append(button(person.muted ? T.unmute : T.mute, "mute", person, "btn-outline-primary"));
+      if (video) {
+        const cut = video.mutedAudio(person.id);
+        actions.append(button(cut ? T.media_unmute : T.media_mute, "media_mute", person, "btn-outline-primary"));
+      }
       actions.append(button(T.remove, "remove", person, "btn-outline-danger"));
     }
     if (actions.children.length) parts.push(actions);
@@ -765,6 +798,8 @@
       answer = await call("turn_away", { account: person.id, note: note ? note.value.trim() : "" });
     } else if (action === "mute") {
       answer = await call("mute", { account: person.id, muted: !person.muted });
+    } else if (action === "media_mute" && video) {
+      answer = await video.toggleMute(person);
     } else if (action === "remove") {
       if (!window.confirm(fmt(T.confirm_remove, { name: person.name }))) return;
       answer = await call("remove", { account: person.id });

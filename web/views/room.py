@@ -5,6 +5,7 @@ messages included, comes in the page's JSON data block, in the reader's language
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Callable
 from datetime import datetime
@@ -23,10 +24,11 @@ from rooms.models import RoomOutcome
 from rooms.room import AGREEMENT_MAX, MESSAGE_MAX, NOTE_MAX
 from scheduling.bookings import Meeting
 from web import labels
-from web.context import ctx, render, require, services
+from web.context import SIGNALING, ctx, render, require, services
 from web.messages import IN_ROOM, message_for
 from web.streams import parse_id
 from web.views.cases import local
+from web.views.meetings import CHECK_TEXT
 
 routes = web.RouteTableDef()
 
@@ -162,6 +164,40 @@ TEXT: dict[str, str] = {
     "sides_applicant": N_("applicant"),
     "sides_company": N_("company"),
     "sides_conciliator": N_("conciliator"),
+    # A video meeting's camera, microphone and connection (room-video.js).
+    **{key: CHECK_TEXT[key] for key in ("media_denied", "media_missing", "media_busy")},
+    "media_unavailable": CHECK_TEXT["media_unavailable"],
+    "media_failed": N_("The camera or the microphone did not start (%(reason)s)."),
+    "devices_partial": N_("You can still see and hear the others, and write in the chat."),
+    "video_unsupported": N_(
+        "This browser cannot take part in the video: update it or use another one. The chat"
+        " works as usual."
+    ),
+    "video_off": N_("The video is off for you. Turn it on when you are ready."),
+    "video_connecting": N_("Connecting the video…"),
+    "video_connected": N_("The video is connected."),
+    "video_failed": N_("The video connection failed."),
+    "video_failed_chat": N_(
+        "You are still in the meeting: go on in the chat while we try again, or use the button."
+    ),
+    "video_separate": N_(
+        "During the separate session you neither see nor hear the others, and they do not see"
+        " or hear you."
+    ),
+    "video_of": N_("Video of %(name)s"),
+    "no_video_now": N_("no video"),
+    "no_audio_now": N_("no audio"),
+    "muted_by_conciliator": N_("microphone cut by the conciliator"),
+    "camera_is_off": N_("camera off"),
+    "mic_is_off": N_("microphone off"),
+    "mic_turn_off": N_("Turn the microphone off"),
+    "mic_turn_on": N_("Turn the microphone on"),
+    "camera_turn_off": N_("Turn the camera off"),
+    "camera_turn_on": N_("Turn the camera on"),
+    "you_are_muted": N_("The conciliator cut your microphone: the others do not hear you."),
+    "you_are_unmuted": N_("The conciliator gave you back the microphone."),
+    "media_mute": N_("Cut the microphone"),
+    "media_unmute": N_("Give back the microphone"),
 }
 
 OUTCOMES: dict[str, str] = {
@@ -238,12 +274,23 @@ def room_data(
             "case": f"/cases/{case_id}",
         },
         "documents": [document_entry(d, account, gettext) for d in documents],
+        "mode": meeting.mode,
+        "media": media_data(request, account, meeting),
         "errors": {
             code.value: gettext(IN_ROOM.get(code, message_for(code))) for code in ROOM_ERRORS
         },
         "text": {key: gettext(value) for key, value in TEXT.items()},
         "outcomes": {key: gettext(value) for key, value in OUTCOMES.items()},
     }
+
+
+def media_data(request: web.Request, account: Account, meeting: Meeting) -> dict[str, Any] | None:
+    """A video meeting's STUN/TURN servers, for the page's first ``RTCPeerConnection`` (each
+    ``media_offer`` answer brings them again, TURN credentials renewed)."""
+    media = request.app[SIGNALING].media
+    if meeting.mode != "video" or media is None:
+        return None
+    return {"ice_servers": media.ice_servers(str(account.id), time.time())}
 
 
 @routes.get("/meetings/{meeting_id}/room")
