@@ -2,10 +2,11 @@
 
 Everything a participant can see in the room is rebuilt from these rows, so a node can die,
 Redis can be flushed, and a client can come back after a long absence without anything being
-lost: the room's state (``rooms``), who takes part and how far they got (``room_members``),
-the joint and separate sessions held (``room_sessions``), who was connected when
-(``room_presence``), the chat with its per-room sequence numbers (``room_messages``) and the
-one-time codes that confirm an acceptance (``room_codes``).
+lost: the room's state (``rooms``), who takes part and how far they got (``room_members``,
+with the conciliator's chat and audio mutes), the joint and separate sessions held
+(``room_sessions``), who was connected when (``room_presence``), the chat with its per-room
+sequence numbers (``room_messages``) and the one-time codes that confirm an acceptance
+(``room_codes``).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -78,7 +80,9 @@ class RoomMember(Base):
     account_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("accounts.id"), primary_key=True)
     side: Mapped[str] = mapped_column(String(12))
     state: Mapped[str] = mapped_column(String(12), default=MemberState.WAITING)
-    muted: Mapped[bool] = mapped_column(Boolean, default=False)
+    muted: Mapped[bool] = mapped_column(Boolean, default=False)  # may not write in the chat
+    # The conciliator cut the party's audio in a video meeting (on the server, for everyone).
+    audio_muted: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     knocked_at: Mapped[datetime] = mapped_column(UTCDateTime())
     # The party asked the conciliator for a settlement proposal (both must, for one to come).
     proposal_asked_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)

@@ -66,6 +66,7 @@ from scheduling.planner import Planner
 ALL = "all"
 IN = "in"
 CONCILIATOR = "conciliator"
+VIDEO = "video"  # the meetings held by video (``Meeting.mode``; the others: chat only)
 HISTORY_TAIL = 200  # messages in a snapshot at most (older ones through ``history``)
 MESSAGE_MAX = 4000  # characters of one chat message
 NOTE_MAX = 300
@@ -248,10 +249,12 @@ class Changes:
 @dataclass(frozen=True)
 class MediaRouting:
     """What a meeting's media follows, from the database: the admitted members (account id →
-    side) and the party of a running separate session (``None``: joint)."""
+    side), the party of a running separate session (``None``: joint) and the admitted
+    members whose audio the conciliator cut."""
 
     members: dict[str, Side]
     separate: Side | None
+    muted: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -458,6 +461,7 @@ class Rooms:
             "side": member.side,
             "state": member.state,
             "muted": member.muted,
+            "audio_muted": member.audio_muted,
             "online": online,
             "asked_proposal": member.proposal_asked_at is not None,
             "accepted_version": member.accepted_version,
@@ -586,11 +590,15 @@ class Rooms:
             .where(RoomMember.meeting_id == meeting.id)
             .order_by(RoomMember.knocked_at)
         )
+        everyone = members.all()
         snapshot["participants"] = [
             self.member_view(m, a, a.id in online)
-            for m, a in members.all()
+            for m, a in everyone
             if self.sees_all(seat.side) or m.state == MemberState.ADMITTED
         ]
+        if meeting.mode == VIDEO:
+            cut = [m for m, _a in everyone if m.state == MemberState.ADMITTED and m.audio_muted]
+            snapshot["media"] = {"muted": sorted(str(m.account_id) for m in cut)}
         snapshot["messages"] = await self._messages(
             session, seat, after=after or 0, limit=500 if after else HISTORY_TAIL
         )
@@ -1044,18 +1052,21 @@ class Rooms:
     # ---- video -------------------------------------------------------------------------------
 
     async def _media_routing(self, session: AsyncSession, room: Room) -> MediaRouting:
-        rows = await session.execute(
-            select(RoomMember.account_id, RoomMember.side).where(
-                RoomMember.meeting_id == room.meeting_id,
-                RoomMember.state == MemberState.ADMITTED,
+        rows = (
+            await session.execute(
+                select(RoomMember.account_id, RoomMember.side, RoomMember.audio_muted).where(
+                    RoomMember.meeting_id == room.meeting_id,
+                    RoomMember.state == MemberState.ADMITTED,
+                )
             )
-        )
-        members = {str(account): Side(side) for account, side in rows.all()}
+        ).all()
+        members = {str(account): Side(side) for account, side, _cut in rows}
+        muted = frozenset(str(account) for account, _side, cut in rows if cut)
         current = await self._current(session, room)
         separate = None
         if current is not None and current.kind == SessionKind.SEPARATE and current.side:
             separate = Side(current.side)
-        return MediaRouting(members, separate)
+        return MediaRouting(members, separate, muted)
 
     async def media_seat(self, account_id: uuid.UUID, meeting_id: uuid.UUID) -> MediaSeat:
         """The account may take part in the meeting's video now: an admitted member (or its
@@ -1063,7 +1074,7 @@ class Rooms:
         async with self.db.session() as session:
             seat = await self._seat(session, account_id, meeting_id)
             room, _ = self._present(seat)
-            if seat.meeting.mode != "video":
+            if seat.meeting.mode != VIDEO:
                 raise UserError(ErrorCode.FORBIDDEN)
             return MediaSeat(seat.side, await self._media_routing(session, room))
 
@@ -1073,7 +1084,7 @@ class Rooms:
         async with self.db.session() as session:
             meeting = await session.get(Meeting, meeting_id)
             room = await session.get(Room, meeting_id)
-            if meeting is None or meeting.mode != "video" or room is None:
+            if meeting is None or meeting.mode != VIDEO or room is None:
                 return None
             if room.opened_at is None or room.ended_at is not None:
                 return None
@@ -1206,6 +1217,32 @@ class Rooms:
                 IN if member.state == MemberState.ADMITTED else CONCILIATOR, "participant", view
             )
             changes.add(account_audience(account.id), "me", self.me_view(member))
+            await session.commit()
+        await self._announce(meeting_id, changes)
+
+    async def media_mute(
+        self, account_id: uuid.UUID, meeting_id: uuid.UUID, target: object, muted: object
+    ) -> None:
+        """The conciliator cuts (or gives back) an admitted party's audio in a video meeting,
+        for everyone, on the server. Stored on the party's membership, so that it outlives the
+        node hosting the media and every node's snapshot lists it; told to the room as
+        ``participant`` and ``media_muted``, which the hosting node follows (``media_routing``).
+        Not the chat's ``mute``: the party may still write."""
+        if not isinstance(muted, bool):
+            raise ProtocolError(ErrorCode.BAD_REQUEST, "muted")
+        changes = Changes()
+        async with self.db.session() as session:
+            seat = await self._locked(session, account_id, meeting_id)
+            self._chair(seat)
+            if seat.meeting.mode != VIDEO:
+                raise UserError(ErrorCode.FORBIDDEN)
+            member, account = await self._target(session, meeting_id, target)
+            if member.state != MemberState.ADMITTED:
+                raise UserError(ErrorCode.NOT_FOUND)
+            member.audio_muted = muted
+            view = self.member_view(member, account, account.id in await self._online(meeting_id))
+            changes.add(IN, "participant", view)
+            changes.add(IN, "media_muted", {"account": str(account.id), "muted": muted})
             await session.commit()
         await self._announce(meeting_id, changes)
 

@@ -36,7 +36,6 @@ from redis.retry import Retry
 
 from core.errors import ConciliaError, ErrorCode, UserError
 from media.room import Layout, MediaRoom, MediaRooms
-from rooms.models import Side
 from rooms.room import CONCILIATOR, IN, Emit, Rooms, account_audience, side_audience
 from signaling import protocol as p
 from signaling.presence import LocalPresence, Presence, RedisPresence, text
@@ -54,7 +53,7 @@ RETRY_MAX_SECONDS = 8.0  # the longest wait between two tries to subscribe to Re
 MEMBER_AUDIENCES = (IN, CONCILIATOR, side_audience("applicant"), side_audience("company"))
 MEDIA_ELSEWHERE = "media_elsewhere"  # the meeting's media is on another node: params.url
 # Room events after which a meeting's media routing is read again from the database.
-MEDIA_TRIGGERS = frozenset({"room", "participant", "me"})
+MEDIA_TRIGGERS = frozenset({"room", "participant", "me", "media_muted"})
 
 
 def room_name(meeting_id: uuid.UUID, audience: str) -> str:
@@ -330,9 +329,6 @@ class Signaling(socketio.AsyncNamespace):  # type: ignore[misc]
             await rooms.knock(c.account_id, c.meeting_id)
         await self._enter(sid, c.meeting_id, await rooms.audiences(c.account_id, c.meeting_id))
         snapshot = await rooms.snapshot(c.account_id, c.meeting_id, payload.after)
-        media = self.media.get(str(c.meeting_id)) if self.media is not None else None
-        if media is not None and "participants" in snapshot:
-            snapshot["media"] = {"muted": sorted(media.routing.muted)}
         return {"snapshot": snapshot}
 
     async def _say(self, _sid: str, c: Connection, payload: p.Say) -> dict[str, Any]:
@@ -445,13 +441,11 @@ class Signaling(socketio.AsyncNamespace):  # type: ignore[misc]
     def _lock(self, meeting_id: uuid.UUID) -> asyncio.Lock:
         return self._media_locks.setdefault(meeting_id, asyncio.Lock())
 
-    async def _route(
-        self, meeting_id: uuid.UUID, room: MediaRoom, muted: set[str] | None = None
-    ) -> bool:
+    async def _route(self, meeting_id: uuid.UUID, room: MediaRoom) -> bool:
         """Apply the meeting's routing read now from the database (under the meeting's lock):
-        the admitted members who are connected, the separate session, the audio mutes kept
-        by the room. Ends the media when the meeting has no video running; says whether it
-        still does (ending it otherwise)."""
+        the admitted members who are connected, the separate session, the conciliator's audio
+        mutes. Ends the media when the meeting has no video running; says whether it still
+        does (ending it otherwise)."""
         routing = await self._rooms().media_routing(meeting_id)
         if routing is None:
             # Closing connections takes a while: the room's answers need not wait for it.
@@ -460,7 +454,7 @@ class Signaling(socketio.AsyncNamespace):  # type: ignore[misc]
             return False
         online = {str(a) for a in (await self.presence.connections(meeting_id)).values()}
         members = {a: s for a, s in routing.members.items() if a in online}
-        room.set_routing(members, routing.separate, room.routing.muted if muted is None else muted)
+        room.set_routing(members, routing.separate, routing.muted)
         return True
 
     async def media_sync(self, meeting_id: uuid.UUID) -> None:
@@ -552,28 +546,12 @@ class Signaling(socketio.AsyncNamespace):  # type: ignore[misc]
             await room.close(str(c.account_id))
 
     async def _media_mute(self, _sid: str, c: Connection, payload: p.MediaMute) -> None:
-        media = self._media_rooms()
-        seat = await self._rooms().media_seat(c.account_id, c.meeting_id)
-        if seat.side != Side.CONCILIATOR:
-            raise UserError(ErrorCode.FORBIDDEN)
-        target = str(payload.account)
-        if seat.routing.members.get(target) in (None, Side.CONCILIATOR):
-            raise UserError(ErrorCode.NOT_FOUND)
-        await self._host(c.meeting_id)
-        async with self._lock(c.meeting_id):
-            room = media.room(str(c.meeting_id))
-            muted = set(room.routing.muted)
-            if payload.muted:
-                muted.add(target)
-            else:
-                muted.discard(target)
-            if not await self._route(c.meeting_id, room, muted):
-                raise UserError(ErrorCode.ROOM_CLOSED)
-        await self.emit(
-            "media_muted",
-            {"account": target, "muted": payload.muted},
-            room=room_name(c.meeting_id, IN),
-        )
+        """The conciliator's audio cut, stored by the room (which checks who may, and whom)
+        and announced to the admitted and the conciliator (``participant``, ``media_muted``).
+        The media follows from the database: here if this node hosts it (the announcement's
+        ``media_sync``), else on the hosting node, which hears the announcement through Redis;
+        a media room started later reads it too."""
+        await self._rooms().media_mute(c.account_id, c.meeting_id, payload.account, payload.muted)
 
     # ---- the room's broadcaster --------------------------------------------------------------
 

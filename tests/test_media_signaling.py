@@ -1,6 +1,7 @@
 """Video through the ``/meeting`` namespace: offers answered only for admitted members of a
 running video meeting, the media following the room (separate sessions, removal), the
-conciliator's audio mute, and the layout told to each participant."""
+conciliator's audio mute (stored: it outlives the media room), and the layout told to each
+participant."""
 
 from __future__ import annotations
 
@@ -9,8 +10,10 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from sqlalchemy import select
 
 from media.room import MediaRoom, MediaRooms
+from rooms.models import Room, RoomMember
 from scheduling.bookings import Meeting
 from signaling.presence import LocalPresence
 from signaling.server import MediaElsewhere, Signaling
@@ -67,6 +70,25 @@ def video_from(room: MediaRoom, viewer: Client, source: str) -> list[tuple[int, 
     layout = room.layout(viewer.name)
     slot = None if layout is None else layout.slot_of(source)
     return [] if slot is None else viewer.got(slot.video_mid).video
+
+
+def audio_from(room: MediaRoom, viewer: Client, source: str) -> list[float]:
+    layout = room.layout(viewer.name)
+    slot = None if layout is None else layout.slot_of(source)
+    return [] if slot is None else viewer.got(slot.audio_mid).pitches
+
+
+async def stored(meet: Meet) -> tuple[int, dict[str, tuple[bool, bool]]]:
+    """The room's version and each member's (audio mute, chat mute), as the database has them."""
+    async with meet.world.env.services.db.session() as session:
+        room = await session.get(Room, meet.meeting.id)
+        assert room is not None
+        rows = await session.execute(
+            select(RoomMember.account_id, RoomMember.audio_muted, RoomMember.muted).where(
+                RoomMember.meeting_id == meet.meeting.id
+            )
+        )
+        return room.version, {str(a): (audio, chat) for a, audio, chat in rows.all()}
 
 
 async def test_a_chat_meeting_and_the_lobby_get_no_video(meet: Meet) -> None:
@@ -224,3 +246,102 @@ async def test_a_meetings_media_is_pinned_to_the_node_of_the_first_offer() -> No
     assert keys.values == {}
     await two._host(meeting)
     assert keys.values[f"test:media:{meeting}"].endswith("|https://two.example")
+
+
+async def test_the_audio_mute_is_stored_and_outlives_the_media_room(
+    meet: Meet, peers: Peers
+) -> None:
+    media = await video_meeting(meet)
+    ids = await meet.ids()
+    chair_id, customer_id = str(ids["conciliatore1"]), str(ids["cliente"])
+    chair, (customer,) = await admitted(meet, meet.customer)
+    await connect_media(chair, peers.new(chair_id, 1))
+    await connect_media(customer, peers.new(customer_id, 2))
+    assert (await chair.call("media_mute", {"account": customer_id, "muted": True}))["ok"]
+    await customer.wait_for("media_muted", lambda d: d == {"account": customer_id, "muted": True})
+    told = await chair.wait_for(
+        "participant", lambda d: d["id"] == customer_id and d["audio_muted"]
+    )
+    assert not told["muted"]
+    # Stored on the party's membership; it is not the chat's mute: the party still writes.
+    assert (await stored(meet))[1][customer_id] == (True, False)
+    assert (await customer.say("I can still write"))["ok"]
+
+    # The node hosting the media restarts: its media room, and all it held, is gone.
+    await media.end(str(meet.meeting.id))
+    assert media.get(str(meet.meeting.id)) is None
+    # A snapshot taken where no media room is (another node, or this one now) lists the mute.
+    assert (await customer.join())["media"] == {"muted": [customer_id]}
+    view = await chair.join()
+    assert view["media"] == {"muted": [customer_id]}
+    assert {p["id"]: p["audio_muted"] for p in view["participants"]} == {
+        chair_id: False,
+        customer_id: True,
+    }
+
+    # The clients offer again: the new media room cuts the party's audio from the start.
+    chair_peer, customer_peer = peers.new(chair_id, 1), peers.new(customer_id, 2)
+    await connect_media(chair, chair_peer)
+    await connect_media(customer, customer_peer)
+    room = media.get(str(meet.meeting.id))
+    assert room is not None and room.routing.muted == {customer_id}
+    await eventually(
+        lambda: len(video_from(room, chair_peer, customer_id)) >= 8, what="the party's video"
+    )
+    layout = room.layout(chair_id)
+    slot = None if layout is None else layout.slot_of(customer_id)
+    assert slot is not None and slot.video and not slot.audio
+    assert audio_from(room, chair_peer, customer_id) == []
+    # The party still hears the conciliator.
+    await eventually(
+        lambda: len(audio_from(room, customer_peer, chair_id)) >= 8, what="the chair's audio"
+    )
+
+    # Given back, the party's audio reaches the conciliator.
+    assert (await chair.call("media_mute", {"account": customer_id, "muted": False}))["ok"]
+    assert room.routing.muted == frozenset()
+    await eventually(
+        lambda: len(audio_from(room, chair_peer, customer_id)) >= 8, what="the party's audio"
+    )
+    assert (await stored(meet))[1][customer_id] == (False, False)
+    assert (await customer.join())["media"] == {"muted": []}
+
+
+async def test_only_the_conciliator_cuts_the_audio_of_an_admitted_party_of_a_video_meeting(
+    meet: Meet,
+) -> None:
+    ids = await meet.ids()
+    chair_id, customer_id, rep_id = (str(ids[n]) for n in ("conciliatore1", "cliente", "rep"))
+    chair, (customer,) = await admitted(meet, meet.customer)
+    rep = meet.client(meet.rep)
+    await rep.connect()
+    assert (await rep.join())["me"]["state"] == "waiting"
+    before = await stored(meet)
+
+    # A chat meeting has no audio to cut, and its snapshot says nothing of it.
+    refused = await chair.call("media_mute", {"account": customer_id, "muted": True})
+    assert refused["error"]["code"] == "forbidden"
+    await video_meeting(meet)
+    for caller, target, code in [
+        (customer, chair_id, "forbidden"),  # a party mutes nobody
+        (customer, customer_id, "forbidden"),
+        (rep, customer_id, "not_admitted"),  # from the lobby
+        (chair, chair_id, "not_found"),  # never the conciliator
+        (chair, rep_id, "not_found"),  # a party in the lobby is not in the video
+        (chair, str(uuid.uuid4()), "not_found"),  # no member of this meeting
+    ]:
+        answer = await caller.call("media_mute", {"account": target, "muted": True})
+        assert answer["error"]["code"] == code, (target, answer)
+    for bad in (
+        {"account": "nope", "muted": True},
+        {"account": customer_id, "muted": 1},
+        {"account": customer_id},
+        {"account": customer_id, "muted": True, "meeting": str(uuid.uuid4())},
+    ):
+        assert (await chair.call("media_mute", bad))["error"]["code"] == "bad_request"
+    # Nothing was written, nothing was announced.
+    assert await stored(meet) == before
+    assert all(not audio for audio, _chat in before[1].values())
+    assert not customer.received("media_muted") and not chair.received("media_muted")
+    assert (await customer.join())["media"] == {"muted": []}
+    assert "media" not in await rep.join()  # the lobby sees nobody
