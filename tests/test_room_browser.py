@@ -473,6 +473,7 @@ async def test_two_participants_see_each_other_on_video(meet: Meet, chromium: Br
     # Leaving the video keeps the customer in the meeting, by chat.
     await page.click("#video-stop")
     await expect(customer_tile).to_have_count(0)
+    await expect(chair.page.locator("#video-absent")).to_contain_text("solo nella chat")
     await expect(page.locator("#video-start")).to_be_visible()
     await page.fill("#say-text", "Continuo in chat.")
     await page.press("#say-text", "Enter")

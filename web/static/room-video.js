@@ -285,6 +285,7 @@ window.ConciliaVideo = (api) => {
     $("video-retry").hidden = !(state === "failed" && v.wanted && !v.retryTimer);
     if (state === "failed" || state === "connected") announce(status);
     renderControls();
+    renderTiles();
   }
 
   // ---- what the server says --------------------------------------------------------------------
@@ -363,6 +364,17 @@ window.ConciliaVideo = (api) => {
     const excluded = api.excluded();
     show("video-separate", excluded ? T.video_separate : "");
     $("video-separate").hidden = !excluded;
+    // Those in the room without video (theirs is off, failed or never started): by chat only.
+    const inVideo = new Set([...v.layout.slots.map((slot) => slot.participant), ...v.layout.unplaced]);
+    const absent = [];
+    if (v.wanted && v.state === "connected" && !excluded) {
+      for (const person of api.participants().values()) {
+        if (person.id === data.me || person.state !== "admitted" || !person.online) continue;
+        if (!inVideo.has(person.id)) absent.push(person.name);
+      }
+    }
+    show("video-absent", absent.length ? fmt(T.video_absent, { names: absent.join(", ") }) : "");
+    $("video-absent").hidden = !absent.length;
   }
 
   function renderControls() {

@@ -184,6 +184,7 @@ TEXT: dict[str, str] = {
         "During the separate session you neither see nor hear the others, and they do not see"
         " or hear you."
     ),
+    "video_absent": N_("Not in the video, only in the chat: %(names)s."),
     "video_of": N_("Video of %(name)s"),
     "no_video_now": N_("no video"),
     "no_audio_now": N_("no audio"),
