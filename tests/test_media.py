@@ -452,22 +452,29 @@ async def test_a_connection_never_made_is_closed_after_the_timeout(
         await rooms.close()
 
 
+async def offer_without_candidates(meeting: Meeting) -> tuple[Client, str, list[str]]:
+    """The conciliator publishing in ``meeting``, and the applicant's client admitted with
+    an offer stripped of its candidates (returned apart, in order)."""
+    await meeting.join(C, Side.CONCILIATOR, 1)
+    meeting.members[A] = Side.APPLICANT
+    meeting.route()
+    client = Client(A, 2)
+    meeting.clients[A] = client
+    lines = (await client.offer()).split("\r\n")
+    found = [line for line in lines if line.startswith("a=candidate:")]
+    bare = [line for line in lines if not line.startswith(("a=candidate:", "a=end-of-c"))]
+    return client, "\r\n".join(bare), found
+
+
 async def test_candidates_trickled_after_the_offer(
     media_rooms: MediaRooms, codec_calls: CodecCalls
 ) -> None:
     meeting = Meeting(media_rooms.room("meeting-8"), codec_calls)
     try:
-        await meeting.join(C, Side.CONCILIATOR, 1)
-        meeting.members[A] = Side.APPLICANT
-        meeting.route()
-        late = Client(A, 2)
-        meeting.clients[A] = late
         # A browser sends its offer at once and its candidates as it finds them.
-        lines = (await late.offer()).split("\r\n")
-        found = [line for line in lines if line.startswith("a=candidate:")]
-        bare = [line for line in lines if not line.startswith(("a=candidate:", "a=end-of-c"))]
+        late, bare, found = await offer_without_candidates(meeting)
         assert found
-        await late.accept(await meeting.room.offer(A, "\r\n".join(bare)))
+        await late.accept(await meeting.room.offer(A, bare))
         for line in dict.fromkeys(found):
             await meeting.room.add_candidate(A, line.removeprefix("a="))
         await meeting.room.add_candidate(A, None)
@@ -486,14 +493,8 @@ async def test_hidden_addresses_and_an_early_end_of_candidates_do_not_fail_it(
     checks themselves, and never asks the network about a ``.local`` name."""
     meeting = Meeting(media_rooms.room("meeting-9"), codec_calls)
     try:
-        await meeting.join(C, Side.CONCILIATOR, 1)
-        meeting.members[A] = Side.APPLICANT
-        meeting.route()
-        hidden = Client(A, 2)
-        meeting.clients[A] = hidden
-        lines = (await hidden.offer()).split("\r\n")
-        bare = [line for line in lines if not line.startswith(("a=candidate:", "a=end-of-c"))]
-        answer = await meeting.room.offer(A, "\r\n".join(bare))
+        hidden, bare, _ = await offer_without_candidates(meeting)
+        answer = await meeting.room.offer(A, bare)
         name = (
             "candidate:1 1 udp 2122260223 0b2f6ad4-7a51-4c39-9d3e-6f3e1f0c2a11.local 50000 typ host"
         )
