@@ -461,6 +461,21 @@ async def test_two_participants_see_each_other_on_video(meet: Meet, chromium: Br
     await cut.click()
     await expect(customer_tile.locator("figcaption")).not_to_contain_text("disattivato")
 
+    # The customer's connection breaks (as on a network change): the page says so, keeps the
+    # chat, and negotiates a new one by itself; the server closed the old one.
+    hosted = media.get(str(meet.meeting.id))
+    assert hosted is not None
+    broken = hosted.peer(str(ids["cliente"]))
+    assert broken is not None
+    await broken.pc.close()
+    await expect(page.locator("#video-error-text")).to_contain_text("Sei ancora nell'incontro")
+    await expect(page.locator("#say-send")).to_be_enabled()
+    await expect(page.locator("#video-status")).to_have_text("Il video è collegato.")
+    assert hosted.peer(str(ids["cliente"])) not in (None, broken)
+    await playing(chair.page, ids["cliente"])
+    await playing(page, ids["conciliatore1"])
+    assert media.live_peer_connections == 2
+
     # The customer turns the camera off (the conciliator's tile says so), then on again.
     await page.click("#toggle-camera")
     await expect(page.locator("#toggle-camera")).to_have_text("Accendi la videocamera")
