@@ -1,15 +1,16 @@
 """Socket.IO clients of the meeting room for tests: a real ``socketio.AsyncClient`` connected to
-the test server with a participant's session cookie and room token; the ``meet`` fixture (a
-meeting whose room just opened, its three participants signed in) and what a meeting leaves
-behind (the agreement codes mailed, the minutes filed)."""
+the test server (or to a served node) with a participant's session cookie and room token; the
+``meet`` fixture (a meeting whose room just opened, its three participants signed in) and what
+a meeting leaves behind (the agreement codes mailed, the minutes filed)."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,12 +27,43 @@ ORIGIN = "http://concilia.test"
 
 
 class RoomClient:
-    def __init__(self, env: Env, browser: Browser, meeting_id: uuid.UUID) -> None:
-        self.env = env
-        self.browser = browser
-        self.meeting_id = meeting_id
+    """One participant's Socket.IO client of the meeting room at ``url``: a real
+    ``socketio.AsyncClient`` (a new one at each connection) sending the portal session's
+    ``cookie`` and a room token from ``fetch_token`` (given the server's URL), with every event it
+    received across its connections; ``patience`` bounds the connection and each wait."""
+
+    def __init__(
+        self,
+        url: str,
+        cookie: Callable[[], str],
+        fetch_token: Callable[[str], Awaitable[str]],
+        *,
+        patience: float = 5,
+    ) -> None:
+        self.url = url
+        self.cookie = cookie
+        self.fetch_token = fetch_token
+        self.patience = patience
         self.events: list[tuple[str, Any]] = []
         self.refusals: list[Any] = []  # what each refused handshake said (connect_error)
+        self.sio: Any = None
+        self.disconnected = asyncio.Event()
+
+    @property
+    def sid(self) -> str:
+        return str(self.sio.get_sid(namespace="/meeting"))
+
+    async def token(self) -> str:
+        return await self.fetch_token(self.url)
+
+    async def connect(
+        self, token: str | None = None, origin: str = ORIGIN, url: str | None = None
+    ) -> None:
+        """Connect (to ``url`` from now on, when given: another server of the same room)."""
+        if url is not None:
+            self.url = url
+        auth = {"token": token if token is not None else await self.token()}
+        await self.close()  # a connection lost with its server: a new client, the same events
         self.sio = socketio.AsyncClient(reconnection=False)
         self.disconnected = asyncio.Event()
 
@@ -47,28 +79,13 @@ class RoomClient:
         self.sio.on("*", any_event, namespace="/meeting")
         self.sio.on("connect_error", refused, namespace="/meeting")
         self.sio.on("disconnect", gone, namespace="/meeting")
-
-    @property
-    def url(self) -> str:
-        return str(self.env.client.server.make_url("/")).rstrip("/")
-
-    async def token(self) -> str:
-        page = await self.browser.get(f"/meetings/{self.meeting_id}/token")
-        assert page.status == 200, page.text
-        return str(json.loads(page.text)["token"])
-
-    def cookie(self) -> str:
-        jar = self.browser.client.session.cookie_jar
-        return "; ".join(f"{c.key}={c.value}" for c in jar)
-
-    async def connect(self, token: str | None = None, origin: str = ORIGIN) -> None:
         await self.sio.connect(
             self.url,
             namespaces=["/meeting"],
-            auth={"token": token if token is not None else await self.token()},
+            auth=auth,
             headers={"Cookie": self.cookie(), "Origin": origin},
             transports=["websocket"],
-            wait_timeout=5,
+            wait_timeout=self.patience,
         )
 
     async def call(self, event: str, data: Any = None) -> dict[str, Any]:
@@ -85,9 +102,15 @@ class RoomClient:
     async def say(self, text: str, client_id: str | None = None) -> dict[str, Any]:
         return await self.call("say", {"client_id": client_id or uuid.uuid4().hex, "text": text})
 
-    async def wait_for(self, event: str, where: Callable[[Any], bool] = lambda _d: True) -> Any:
-        """The first ``event`` received (now or within 5 s) whose data satisfies ``where``."""
-        async with asyncio.timeout(5):
+    async def wait_for(
+        self,
+        event: str,
+        where: Callable[[Any], bool] = lambda _d: True,
+        patience: float | None = None,
+    ) -> Any:
+        """The first ``event`` received (now or within the client's ``patience`` unless another
+        is given) whose data satisfies ``where``."""
+        async with asyncio.timeout(self.patience if patience is None else patience):
             while True:
                 for name, data in self.events:
                     if name == event and where(data):
@@ -97,12 +120,33 @@ class RoomClient:
     def received(self, event: str) -> list[Any]:
         return [data for name, data in self.events if name == event]
 
+    def seqs(self) -> list[int]:
+        """The sequence numbers of the chat messages received."""
+        return [m["seq"] for m in self.received("message")]
+
     async def close(self) -> None:
-        if self.sio.connected:
-            await self.sio.disconnect()
+        if self.sio is None:
+            return
+        with contextlib.suppress(Exception):  # its server may be gone
+            if self.sio.connected:
+                await self.sio.disconnect()
         http = self.sio.eio.http
         if http is not None and not http.closed:
             await http.close()  # left open by a refused connection
+
+
+def browser_client(env: Env, browser: Browser, meeting_id: uuid.UUID) -> RoomClient:
+    """A client of the test server with ``browser``'s cookies, fetching its tokens as it does."""
+
+    def cookie() -> str:
+        return "; ".join(f"{c.key}={c.value}" for c in browser.client.session.cookie_jar)
+
+    async def token(_url: str) -> str:
+        page = await browser.get(f"/meetings/{meeting_id}/token")
+        assert page.status == 200, page.text
+        return str(json.loads(page.text)["token"])
+
+    return RoomClient(str(env.client.server.make_url("/")).rstrip("/"), cookie, token)
 
 
 @dataclass
@@ -116,7 +160,7 @@ class Meet:
     clients: list[RoomClient]
 
     def client(self, browser: Browser) -> RoomClient:
-        found = RoomClient(self.world.env, browser, self.meeting.id)
+        found = browser_client(self.world.env, browser, self.meeting.id)
         self.clients.append(found)
         return found
 

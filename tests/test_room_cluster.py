@@ -45,6 +45,7 @@ from core.settings import Settings
 from rooms.models import RoomMessage, RoomPresence
 from signaling.presence import text
 from tests.conftest import START, free_port
+from tests.rooms_support import ORIGIN, RoomClient
 from tests.services import PostgresDatabases, unavailable
 from tests.support import GOOD_PASSWORD, TAX_CODE, VALID_VAT, services_request
 from tests.worlds import FIRST, rome
@@ -52,13 +53,12 @@ from web.context import SESSION_COOKIE
 from web.services import open_services
 
 ROOT = Path(__file__).resolve().parents[1]
-PUBLIC_URL = "http://concilia.test"
+PUBLIC_URL = ORIGIN  # the nodes' public URL, the origin a RoomClient sends
 SECRET = "cluster-secret-" + "k" * 40
 OPEN_AT = rome(FIRST, 8, 46)  # the room opened a minute ago (the slot is 9:00 in Rome)
 PRESENCE_TTL = 6  # seconds: a killed node's connections stop counting this soon
 PATIENCE = 20.0  # seconds for one event to cross nodes on a busy two-core machine
 START_PATIENCE = 120.0  # seconds for a node to answer /readyz
-NAMESPACE = "/meeting"
 PEOPLE = ("customer", "rep", "conciliator")
 
 
@@ -135,99 +135,6 @@ async def ready(http: aiohttp.ClientSession, node: Node) -> None:
         await asyncio.sleep(0.25)
 
 
-# ---- participants ------------------------------------------------------------------------------
-
-
-class Peer:
-    """One participant's Socket.IO connection to the meeting on one node (a real client), with
-    every event it received across its reconnections."""
-
-    def __init__(self, cluster: Cluster, who: str) -> None:
-        self.cluster = cluster
-        self.who = who
-        self.events: list[tuple[str, Any]] = []
-        self.sio: Any = None
-        self.node: Node | None = None
-        self.gone = asyncio.Event()
-
-    @property
-    def id(self) -> str:
-        return str(self.cluster.ids[self.who])
-
-    @property
-    def sid(self) -> str:
-        return str(self.sio.get_sid(namespace=NAMESPACE))
-
-    async def connect(self, node: Node) -> None:
-        """Connect to ``node`` with a fresh room token fetched from that node."""
-        token = await self.cluster.token(self.who, node)
-        await self.close()  # a connection lost with its node: a new client, the same events
-        client = socketio.AsyncClient(reconnection=False)
-
-        async def any_event(event: str, data: Any = None) -> None:
-            self.events.append((event, data))
-
-        async def gone(*_args: Any) -> None:
-            self.gone.set()
-
-        client.on("*", any_event, namespace=NAMESPACE)
-        client.on("disconnect", gone, namespace=NAMESPACE)
-        self.sio, self.node = client, node
-        self.gone = asyncio.Event()
-        await client.connect(
-            node.url,
-            namespaces=[NAMESPACE],
-            auth={"token": token},
-            headers={"Cookie": self.cluster.cookie(self.who), "Origin": PUBLIC_URL},
-            transports=["websocket"],
-            wait_timeout=PATIENCE,
-        )
-
-    async def call(self, event: str, data: Any = None) -> dict[str, Any]:
-        answer = await self.sio.call(event, data, namespace=NAMESPACE, timeout=PATIENCE)
-        assert isinstance(answer, dict)
-        return answer
-
-    async def join(self, after: int | None = None) -> dict[str, Any]:
-        answer = await self.call("join", {} if after is None else {"after": after})
-        assert answer["ok"], answer
-        snapshot: dict[str, Any] = answer["snapshot"]
-        return snapshot
-
-    async def say(self, text: str, client_id: str | None = None) -> dict[str, Any]:
-        return await self.call("say", {"client_id": client_id or uuid.uuid4().hex, "text": text})
-
-    async def wait_for(
-        self,
-        event: str,
-        where: Callable[[Any], bool] = lambda _d: True,
-        patience: float = PATIENCE,
-    ) -> Any:
-        """The first ``event`` received (now or within ``patience``) satisfying ``where``."""
-        async with asyncio.timeout(patience):
-            while True:
-                for name, data in self.events:
-                    if name == event and where(data):
-                        return data
-                await asyncio.sleep(0.05)
-
-    def received(self, event: str) -> list[Any]:
-        return [data for name, data in self.events if name == event]
-
-    def seqs(self) -> list[int]:
-        return [m["seq"] for m in self.received("message")]
-
-    async def close(self) -> None:
-        if self.sio is None:
-            return
-        with contextlib.suppress(Exception):
-            if self.sio.connected:
-                await self.sio.disconnect()
-        http = self.sio.eio.http
-        if http is not None and not http.closed:
-            await http.close()
-
-
 # ---- the cluster -------------------------------------------------------------------------------
 
 
@@ -237,21 +144,22 @@ class Cluster:
     redis_url: str
     prefix: str
     meeting_id: uuid.UUID
-    ids: dict[str, uuid.UUID]
+    ids: dict[str, str]  # who → the account's id
     sessions: dict[str, str]  # who → the portal session's cookie value
     http: aiohttp.ClientSession
     redis: Redis
     a: Node
     b: Node
-    peers: list[Peer] = field(default_factory=list)
+    peers: list[RoomClient] = field(default_factory=list)
 
     def cookie(self, who: str) -> str:
         return f"{SESSION_COOKIE}={self.sessions[who]}"
 
-    async def token(self, who: str, node: Node) -> str:
-        """A room token from ``GET /meetings/{id}/token`` on ``node``, with the session cookie."""
+    async def token(self, who: str, url: str) -> str:
+        """A room token from ``GET /meetings/{id}/token`` on the node at ``url``, with the
+        session cookie."""
         async with self.http.get(
-            f"{node.url}/meetings/{self.meeting_id}/token",
+            f"{url}/meetings/{self.meeting_id}/token",
             headers={"Cookie": self.cookie(who)},
             allow_redirects=False,
         ) as resp:
@@ -259,21 +167,28 @@ class Cluster:
             assert resp.headers["Cache-Control"] == "no-store"
             return str((await resp.json())["token"])
 
-    async def peer(self, who: str, node: Node) -> Peer:
-        found = Peer(self, who)
+    async def peer(self, who: str, node: Node) -> RoomClient:
+        """``who`` connected to ``node`` with a room token from that node (and from the node it
+        is on when connecting again)."""
+        found = RoomClient(
+            node.url,
+            lambda: self.cookie(who),
+            lambda url: self.token(who, url),
+            patience=PATIENCE,
+        )
         self.peers.append(found)
-        await found.connect(node)
+        await found.connect()
         return found
 
-    async def admitted(self, chair: Peer, who: str, node: Node) -> Peer:
+    async def admitted(self, chair: RoomClient, who: str, node: Node) -> RoomClient:
         """A party connected to ``node``, waiting in the lobby, admitted by ``chair``, joined."""
         party = await self.peer(who, node)
         lobby = await party.join()
         assert lobby["me"]["state"] == "waiting"
         await chair.wait_for(
-            "participant", lambda d: d["id"] == party.id and d["state"] == "waiting"
+            "participant", lambda d: d["id"] == self.ids[who] and d["state"] == "waiting"
         )
-        assert (await chair.call("admit", {"account": party.id}))["ok"]
+        assert (await chair.call("admit", {"account": self.ids[who]}))["ok"]
         await party.wait_for("me", lambda d: d["state"] == "admitted")
         assert (await party.join())["me"]["state"] == "admitted"
         return party
@@ -296,7 +211,7 @@ class Cluster:
 
 async def make_world(
     db_url: str, redis_url: str, prefix: str, var_dir: Path
-) -> tuple[uuid.UUID, dict[str, uuid.UUID], dict[str, str]]:
+) -> tuple[uuid.UUID, dict[str, str], dict[str, str]]:
     """Company, customer, company representative, desk, scheduler and conciliator; an admitted
     case with its meeting booked at 9:00 on the first possible day; a portal session for each
     participant, made at the nodes' fixed time. Returns the meeting, the ids and the sessions."""
@@ -351,7 +266,7 @@ async def make_world(
         for who in PEOPLE:
             token, _data = await svc.sessions.create(people[who].id, mfa_pending=False)
             sessions[who] = token
-        return meeting.id, {who: people[who].id for who in PEOPLE}, sessions
+        return meeting.id, {who: str(people[who].id) for who in PEOPLE}, sessions
     finally:
         await svc.close()
 
@@ -445,9 +360,9 @@ async def test_lobby_chat_typing_and_presence_across_nodes(cluster: Cluster) -> 
     customer = await c.peer("customer", c.b)
     lobby = await customer.join()
     assert lobby["me"]["state"] == "waiting" and "messages" not in lobby
-    waiting = await chair.wait_for("participant", lambda d: d["id"] == customer.id)
+    waiting = await chair.wait_for("participant", lambda d: d["id"] == c.ids["customer"])
     assert waiting["state"] == "waiting" and waiting["online"] is True
-    assert (await chair.call("admit", {"account": customer.id}))["ok"]
+    assert (await chair.call("admit", {"account": c.ids["customer"]}))["ok"]
     await customer.wait_for("me", lambda d: d["state"] == "admitted")
     # Its connection on node B entered the room's audiences at once (the rooms it enters are
     # sent over Redis to the node holding it): it hears the room before joining again.
@@ -456,32 +371,34 @@ async def test_lobby_chat_typing_and_presence_across_nodes(cluster: Cluster) -> 
     inside = await customer.join()
     assert inside["me"]["state"] == "admitted"
     online = {p["id"]: p["online"] for p in inside["participants"]}
-    assert online == {chair.id: True, customer.id: True}  # the conciliator is on the other node
+    # The conciliator is on the other node.
+    assert online == {c.ids["conciliator"]: True, c.ids["customer"]: True}
     # Chat, both ways.
     hello = await customer.say("Buongiorno <b>da B</b>")
     assert hello["ok"] and not hello["duplicate"]
     heard = await chair.wait_for("message", lambda d: d["seq"] == hello["seq"])
-    assert heard["text"] == "Buongiorno <b>da B</b>" and heard["author"] == customer.id
+    assert heard["text"] == "Buongiorno <b>da B</b>" and heard["author"] == c.ids["customer"]
     answer = await chair.say("Buongiorno da A")
     assert (await customer.wait_for("message", lambda d: d["seq"] == answer["seq"]))[
         "text"
     ] == "Buongiorno da A"
     # Typing, both ways.
     assert (await customer.call("typing", {"on": True}))["ok"]
-    await chair.wait_for("typing", lambda d: d == {"id": customer.id, "on": True})
+    await chair.wait_for("typing", lambda d: d == {"id": c.ids["customer"], "on": True})
     assert (await chair.call("typing", {"on": True}))["ok"]
-    await customer.wait_for("typing", lambda d: d == {"id": chair.id, "on": True})
+    await customer.wait_for("typing", lambda d: d == {"id": c.ids["conciliator"], "on": True})
     # The representative on node A is admitted; the customer on B sees it come and go.
     rep = await c.admitted(chair, "rep", c.a)
-    await customer.wait_for("participant", lambda d: d["id"] == rep.id and d["online"])
+    await customer.wait_for("participant", lambda d: d["id"] == c.ids["rep"] and d["online"])
     assert {p["id"]: p["online"] for p in (await chair.join())["participants"]} == {
-        chair.id: True,
-        customer.id: True,
-        rep.id: True,
+        c.ids["conciliator"]: True,
+        c.ids["customer"]: True,
+        c.ids["rep"]: True,
     }
     await rep.close()
-    await customer.wait_for("participant", lambda d: d["id"] == rep.id and not d["online"])
-    assert {p["id"]: p["online"] for p in (await customer.join())["participants"]}[rep.id] is False
+    await customer.wait_for("participant", lambda d: d["id"] == c.ids["rep"] and not d["online"])
+    online = {p["id"]: p["online"] for p in (await customer.join())["participants"]}
+    assert online[c.ids["rep"]] is False
     # Every message on the channel was JSON.
     raw, idle = [], 0
     while idle < 3:
@@ -516,7 +433,7 @@ async def test_a_separate_session_reaches_nobody_else_on_the_other_node(cluster:
     secret = await rep.say("Our best offer is 300 euro")
     reply = await chair.say("Thank you, I will explore it")
     await chair.wait_for("message", lambda d: d["seq"] == secret["seq"])
-    await chair.wait_for("typing", lambda d: d["id"] == rep.id)
+    await chair.wait_for("typing", lambda d: d["id"] == c.ids["rep"])
     await rep.wait_for("message", lambda d: d["seq"] == reply["seq"])
     assert (await chair.call("separate", {"side": None}))["ok"]
     public = await chair.say("We are all back together")
@@ -524,7 +441,7 @@ async def test_a_separate_session_reaches_nobody_else_on_the_other_node(cluster:
     await rep.wait_for("message", lambda d: d["seq"] == public["seq"])
     secrets = {secret["seq"], reply["seq"]}
     assert not secrets & set(customer.seqs())
-    assert rep.id not in [t["id"] for t in customer.received("typing")]
+    assert c.ids["rep"] not in [t["id"] for t in customer.received("typing")]
     for source in (
         (await customer.call("history", {"after": 0}))["messages"],
         (await customer.join())["messages"],
@@ -540,16 +457,16 @@ async def test_a_removal_closes_the_connection_on_the_other_node(cluster: Cluste
     await chair.join()
     customer = await c.admitted(chair, "customer", c.b)
     rep = await c.admitted(chair, "rep", c.b)
-    assert (await chair.call("remove", {"account": customer.id}))["ok"]
+    assert (await chair.call("remove", {"account": c.ids["customer"]}))["ok"]
     async with asyncio.timeout(PATIENCE):
-        await customer.gone.wait()
+        await customer.disconnected.wait()
     await customer.wait_for("me", lambda d: d["state"] == "removed")
     for node in (c.a, c.b):  # refused at the handshake ("removed"), whichever the node
         with pytest.raises(socketio.exceptions.ConnectionError):
             await c.peer("customer", node)
     # The other party on that node stays and hears of it.
     notice = await rep.wait_for("message", lambda d: d["text"] == "removed")
-    assert notice["author"] == customer.id and rep.sio.connected
+    assert notice["author"] == c.ids["customer"] and rep.sio.connected
     assert (await rep.say("still here"))["ok"]
 
 
@@ -582,8 +499,8 @@ async def test_a_killed_node_s_clients_move_to_the_other_and_lose_nothing(
     await asyncio.sleep(0.05)
     c.b.kill()
     async with asyncio.timeout(PATIENCE):
-        await customer.gone.wait()
-        await rep.gone.wait()
+        await customer.disconnected.wait()
+        await rep.disconnected.wait()
     first: dict[str, Any] | None = None
     if in_flight.done() and in_flight.exception() is None:
         first = in_flight.result()  # answered before the node died
@@ -593,7 +510,7 @@ async def test_a_killed_node_s_clients_move_to_the_other_and_lose_nothing(
             await in_flight
     # The customer comes back on node A with a fresh token and resyncs from its last seq.
     held = max(customer.seqs())
-    await customer.connect(c.a)
+    await customer.connect(url=c.a.url)
     snapshot = await customer.join(after=held)
     assert snapshot["me"]["state"] == "admitted"  # no second pass through the lobby
     resynced = [m["seq"] for m in snapshot["messages"]]
@@ -613,7 +530,7 @@ async def test_a_killed_node_s_clients_move_to_the_other_and_lose_nothing(
     # its departure and the room hears it went away; the customer, back on A, stays online.
     gone = await chair.wait_for(
         "participant",
-        lambda d: d["id"] == rep.id and not d["online"],
+        lambda d: d["id"] == c.ids["rep"] and not d["online"],
         patience=PRESENCE_TTL + 30,
     )
     assert gone["state"] == "admitted"
@@ -629,7 +546,7 @@ async def test_a_killed_node_s_clients_move_to_the_other_and_lose_nothing(
         await db.close()
     assert open_on_b == 0
     online = {p["id"]: p["online"] for p in (await chair.join())["participants"]}
-    assert online == {chair.id: True, customer.id: True, rep.id: False}
+    assert online == {c.ids["conciliator"]: True, c.ids["customer"]: True, c.ids["rep"]: False}
     assert not on_b & set(await c.presence_hash())
 
 
@@ -641,9 +558,11 @@ async def test_a_stopped_node_hands_its_connections_over_at_once(cluster: Cluste
     on_b = customer.sid
     c.b.proc.terminate()  # SIGTERM: a rolling restart
     async with asyncio.timeout(PATIENCE):
-        await customer.gone.wait()
+        await customer.disconnected.wait()
     # The departure is recorded by node B itself, long before its heartbeat could expire.
-    gone = await chair.wait_for("participant", lambda d: d["id"] == customer.id and not d["online"])
+    gone = await chair.wait_for(
+        "participant", lambda d: d["id"] == c.ids["customer"] and not d["online"]
+    )
     assert gone["state"] == "admitted"
     assert await asyncio.to_thread(c.b.proc.wait, PATIENCE) == 0
     db = Database(c.db_url)
@@ -656,9 +575,9 @@ async def test_a_stopped_node_hands_its_connections_over_at_once(cluster: Cluste
     finally:
         await db.close()
     assert on_b not in await c.presence_hash()
-    await customer.connect(c.a)
+    await customer.connect(url=c.a.url)
     assert (await customer.join())["me"]["state"] == "admitted"
-    await chair.wait_for("participant", lambda d: d["id"] == customer.id and d["online"])
+    await chair.wait_for("participant", lambda d: d["id"] == c.ids["customer"] and d["online"])
 
 
 async def test_a_flushed_redis_loses_nothing_and_presence_comes_back(cluster: Cluster) -> None:
@@ -682,7 +601,7 @@ async def test_a_flushed_redis_loses_nothing_and_presence_comes_back(cluster: Cl
     # Each node puts its own connections back at its next heartbeat.
     await c.presence_back({chair.sid, customer.sid})
     online = {p["id"]: p["online"] for p in (await chair.join())["participants"]}
-    assert online == {chair.id: True, customer.id: True}
+    assert online == {c.ids["conciliator"]: True, c.ids["customer"]: True}
     resync = await customer.join(after=0)
     assert {first["seq"], second["seq"]} <= {m["seq"] for m in resync["messages"]}
 

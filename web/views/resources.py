@@ -4,9 +4,10 @@ the companies' parallel meetings (admins and schedulers), and a conciliator's ow
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from datetime import date, timedelta
 from itertools import groupby
-from typing import Any
+from typing import Any, Literal
 
 from aiohttp import web
 
@@ -66,22 +67,27 @@ def absence_form(form: dict[str, str]) -> dict[str, Any]:
     }
 
 
-# -- conciliators (admins and schedulers) ------------------------------------------------
-
-
-async def _conciliators(
+async def _arranger_page(
     request: web.Request,
+    page: Literal["conciliators", "capacities"],
     *,
     status: int = 200,
     target: uuid.UUID | None = None,
     form: dict[str, Any] | None = None,
     errors: dict[str, list[str]] | None = None,
 ) -> web.Response:
+    """The conciliators' or the companies' page; after a refusal, ``target`` is the row whose
+    form was refused, ``form`` what was typed in it and ``errors`` the messages by field (the
+    weekday names go to both: only the conciliators' page shows them)."""
     account = require(request, ARRANGERS)
-    rows = await services(request).resources.conciliators(account)
+    resources = services(request).resources
+    if page == "conciliators":
+        rows: Sequence[object] = await resources.conciliators(account)
+    else:
+        rows = await resources.capacities(account)
     return render(
         request,
-        "conciliators.html",
+        f"{page}.html",
         status=status,
         rows=rows,
         target=target,
@@ -92,10 +98,13 @@ async def _conciliators(
     )
 
 
+# -- conciliators (admins and schedulers) ------------------------------------------------
+
+
 @routes.get("/admin/conciliators")
 async def conciliators_page(request: web.Request) -> web.StreamResponse:
     """Every conciliator's working days, daily limit, absences and meetings to come."""
-    return await _conciliators(request)
+    return await _arranger_page(request, "conciliators")
 
 
 def _back(conciliator_id: uuid.UUID) -> web.HTTPSeeOther:
@@ -119,7 +128,9 @@ async def conciliator_profile(request: web.Request) -> web.StreamResponse:
             "weekdays": weekdays[:7],
             "max_per_day": form.get("max_per_day", "")[:3],
         }
-        return await _conciliators(request, status=status, target=target, form=kept, errors=errors)
+        return await _arranger_page(
+            request, "conciliators", status=status, target=target, form=kept, errors=errors
+        )
     raise _back(target)
 
 
@@ -134,8 +145,13 @@ async def conciliator_absence_add(request: web.Request) -> web.StreamResponse:
         )
     except UserError as exc:
         status, errors = refusal(request, exc, "first_day")
-        return await _conciliators(
-            request, status=status, target=target, form=absence_form(form), errors=errors
+        return await _arranger_page(
+            request,
+            "conciliators",
+            status=status,
+            target=target,
+            form=absence_form(form),
+            errors=errors,
         )
     raise _back(target)
 
@@ -149,39 +165,19 @@ async def conciliator_absence_remove(request: web.Request) -> web.StreamResponse
         await services(request).resources.do_remove_absence(account, target, day)
     except UserError as exc:
         status, errors = refusal(request, exc, "absences")
-        return await _conciliators(request, status=status, target=target, errors=errors)
+        return await _arranger_page(
+            request, "conciliators", status=status, target=target, errors=errors
+        )
     raise _back(target)
 
 
 # -- companies' capacity (admins and schedulers) -----------------------------------------
 
 
-async def _capacities(
-    request: web.Request,
-    *,
-    status: int = 200,
-    target: uuid.UUID | None = None,
-    form: dict[str, Any] | None = None,
-    errors: dict[str, list[str]] | None = None,
-) -> web.Response:
-    account = require(request, ARRANGERS)
-    rows = await services(request).resources.capacities(account)
-    return render(
-        request,
-        "capacities.html",
-        status=status,
-        rows=rows,
-        target=target,
-        form=form or {},
-        errors=errors or {},
-        saved=request.query.get("saved") == "1",
-    )
-
-
 @routes.get("/admin/capacities")
 async def capacities_page(request: web.Request) -> web.StreamResponse:
     """How many meetings each company's representatives attend in parallel in one slot."""
-    return await _capacities(request)
+    return await _arranger_page(request, "capacities")
 
 
 @routes.post("/admin/capacities/{id}")
@@ -194,7 +190,9 @@ async def capacity_set(request: web.Request) -> web.StreamResponse:
     except UserError as exc:
         status, errors = refusal(request, exc, "per_slot")
         kept = {"per_slot": form.get("per_slot", "")[:3]}
-        return await _capacities(request, status=status, target=target, form=kept, errors=errors)
+        return await _arranger_page(
+            request, "capacities", status=status, target=target, form=kept, errors=errors
+        )
     raise web.HTTPSeeOther(f"/admin/capacities?saved=1#c-{target}")
 
 
