@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 HOST   ?= 127.0.0.1
 PORT   ?= 8080
 
-.PHONY: setup run test lint format messages lock clean
+.PHONY: setup run cluster test lint format messages lock clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,11 @@ run: setup
 	CONCILIA_ENV=$${CONCILIA_ENV:-dev} $(BIN)/concilia db upgrade
 	CONCILIA_ENV=$${CONCILIA_ENV:-dev} $(BIN)/concilia demo --if-empty
 	CONCILIA_ENV=$${CONCILIA_ENV:-dev} $(BIN)/concilia serve --host $(HOST) --port $(PORT)
+
+# The deployment of deploy/ rehearsed on loopback: nginx (Debian package) in front of two nodes
+# sharing PostgreSQL (database concilia_cluster) and Redis; see deploy/README.md. Ctrl-C stops it.
+cluster: setup
+	$(BIN)/python -m deploy.cluster --port $(PORT)
 
 test: setup
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
