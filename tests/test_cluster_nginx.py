@@ -70,7 +70,7 @@ def nginx() -> str:
 class Rehearsal:
     cluster: Cluster
     meeting_id: uuid.UUID
-    ids: dict[str, uuid.UUID]
+    ids: dict[str, str]
     sessions: dict[str, str]
     redis: Redis
     prefix: str
@@ -134,7 +134,7 @@ class Person:
 
     @property
     def id(self) -> str:
-        return str(self.r.ids[self.who])
+        return self.r.ids[self.who]
 
     @property
     def sid(self) -> str:
