@@ -19,6 +19,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from typing import Any
 
 import pylibsrtp
 from aioice.ice import Connection, StunProtocol
@@ -67,38 +68,80 @@ class Wire:
             task.add_done_callback(self._pending.discard)
 
 
-def take_media(
-    transport: RTCDtlsTransport,
-    deliver: Callable[[RtpPacket, int], None],
-) -> None:
-    """From now on, hand ``transport``'s incoming SRTP media packets to ``deliver`` as soon
-    as their datagram arrives. Call once the DTLS handshake is done."""
+def take_rtp(transport: RTCDtlsTransport, deliver: Callable[[bytes, int], None]) -> None:
+    """From now on, hand ``transport``'s incoming SRTP media packets, decrypted, to
+    ``deliver`` with their arrival time as soon as their datagram arrives. Call once the DTLS
+    handshake is done.
+
+    The hook sits on the connection's sockets (aioice's ``StunProtocol``), before aioice
+    tries to read each datagram as STUN: a datagram whose first byte is 128-191 is RTP or
+    RTCP (RFC 7983), never STUN, and RTP goes straight to ``deliver``. Everything else
+    (STUN, DTLS, SRTCP) takes the usual way, so aiortc keeps the control of the connection.
+    """
     connection: Connection = transport.transport._connection
     if "data_received" in vars(connection):
         return
     original = connection.data_received
-    extensions = transport._rtp_header_extensions_map
+    unprotect = transport._rx_srtp.unprotect
+    connected = State.CONNECTED
 
     def data_received(data: bytes, component: int) -> None:
-        # SRTP (RFC 7983: first byte 128-191), not SRTCP; anything else goes aiortc's way.
+        # SRTP, not SRTCP (RTCP packet types 192-223 in the second byte); anything else
+        # goes aiortc's way.
         if (
             len(data) > 12
             and 127 < data[0] < 192
-            and not is_rtcp(data)
-            and transport._state is State.CONNECTED
+            and not 191 < data[1] < 224
+            and transport._state is connected
         ):
             try:
-                packet = RtpPacket.parse(transport._rx_srtp.unprotect(data), extensions)
+                plain = unprotect(data)
             except (pylibsrtp.Error, ValueError):
                 return  # forged, replayed or malformed: dropped, as aiortc would
-            deliver(packet, now_ms())
+            deliver(plain, now_ms())
             return
         original(data, component)
 
-    # An instance attribute shadows the method for this one connection only.
+    # Instance attributes shadow the methods for this one connection and its sockets only.
     vars(connection)["data_received"] = data_received
+    for protocol in connection._protocols:
+        if type(protocol) is StunProtocol:
+            _shortcut(protocol, data_received)
+
+
+def _shortcut(protocol: StunProtocol, data_received: Callable[[bytes, int], None]) -> None:
+    original = protocol.datagram_received
+    component = protocol.local_candidate.component if protocol.local_candidate else 1
+
+    def datagram_received(data: bytes | str, addr: tuple[Any, ...]) -> None:
+        if type(data) is bytes and len(data) > 12 and 127 < data[0] < 192:
+            data_received(data, component)
+        else:
+            original(data, addr)
+
+    vars(protocol)["datagram_received"] = datagram_received
+
+
+def take_media(
+    transport: RTCDtlsTransport,
+    deliver: Callable[[RtpPacket, int], None],
+) -> None:
+    """``take_rtp``, each packet parsed by aiortc (``RtpPacket``)."""
+    extensions = transport._rtp_header_extensions_map
+
+    def parsed(data: bytes, arrival_ms: int) -> None:
+        try:
+            packet = RtpPacket.parse(data, extensions)
+        except ValueError:
+            return
+        deliver(packet, arrival_ms)
+
+    take_rtp(transport, parsed)
 
 
 def release_media(transport: RTCDtlsTransport) -> None:
-    """Undo ``take_media`` (the connection is closing: nothing more to deliver)."""
-    vars(transport.transport._connection).pop("data_received", None)
+    """Undo ``take_rtp`` (the connection is closing: nothing more to deliver)."""
+    connection = transport.transport._connection
+    vars(connection).pop("data_received", None)
+    for protocol in connection._protocols:
+        vars(protocol).pop("datagram_received", None)
