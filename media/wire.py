@@ -22,9 +22,8 @@ from collections.abc import Callable
 from typing import Any
 
 import pylibsrtp
-from aioice.ice import Connection, StunProtocol
+from aioice.ice import CandidatePair, Connection, StunProtocol
 from aiortc.rtcdtlstransport import RTCDtlsTransport, State
-from aiortc.rtp import RtpPacket, is_rtcp
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +40,11 @@ class Wire:
         self._dtls = transport
         self._pending: set[asyncio.Future[None]] = set()
         self.sent = 0
+        # The nominated pair's socket and address, looked up again only when the pair
+        # changes (it is chosen once per connection).
+        self._pair: CandidatePair | None = None
+        self._sendto: Callable[[bytes, tuple[str, int]], None] | None = None
+        self._address: tuple[str, int] = ("", 0)
 
     def send(self, data: bytes) -> None:
         """Protect and send an RTP or RTCP packet; silently nothing when not connected."""
@@ -48,24 +52,31 @@ class Wire:
         if dtls._state is not State.CONNECTED:
             return
         try:
-            if is_rtcp(data):
+            if 191 < data[1] < 209:  # RTCP packet types, as aiortc tells them (RFC 5761)
                 protected = dtls._tx_srtp.protect_rtcp(data)
             else:
                 protected = dtls._tx_srtp.protect(data)
-        except (pylibsrtp.Error, ValueError):
+        except (pylibsrtp.Error, ValueError, IndexError):
             return
         pair = dtls.transport._connection._nominated.get(1)
         if pair is None:
             return
-        protocol = pair.protocol
+        if pair is not self._pair:
+            self._choose(pair)
         self.sent += 1
-        if type(protocol) is StunProtocol:
-            # What StunProtocol.send_data does, without its coroutine.
-            protocol.transport.sendto(protected, pair.remote_addr)
+        if self._sendto is not None:
+            self._sendto(protected, self._address)
         else:  # a relayed pair (the server has none of its own): its coroutine, then
-            task = asyncio.ensure_future(protocol.send_data(protected, pair.remote_addr))
+            task = asyncio.ensure_future(pair.protocol.send_data(protected, pair.remote_addr))
             self._pending.add(task)
             task.add_done_callback(self._pending.discard)
+
+    def _choose(self, pair: CandidatePair) -> None:
+        self._pair = pair
+        protocol = pair.protocol
+        self._address = pair.remote_addr
+        # What StunProtocol.send_data does, without its coroutine.
+        self._sendto = protocol.transport.sendto if type(protocol) is StunProtocol else None
 
 
 def take_rtp(transport: RTCDtlsTransport, deliver: Callable[[bytes, int], None]) -> None:
@@ -86,12 +97,12 @@ def take_rtp(transport: RTCDtlsTransport, deliver: Callable[[bytes, int], None])
     connected = State.CONNECTED
 
     def data_received(data: bytes, component: int) -> None:
-        # SRTP, not SRTCP (RTCP packet types 192-223 in the second byte); anything else
-        # goes aiortc's way.
+        # SRTP, not SRTCP (RTCP packet types 192-208 in the second byte, as aiortc tells
+        # them apart); anything else goes aiortc's way.
         if (
             len(data) > 12
             and 127 < data[0] < 192
-            and not 191 < data[1] < 224
+            and not 191 < data[1] < 209
             and transport._state is connected
         ):
             try:
@@ -120,23 +131,6 @@ def _shortcut(protocol: StunProtocol, data_received: Callable[[bytes, int], None
             original(data, addr)
 
     vars(protocol)["datagram_received"] = datagram_received
-
-
-def take_media(
-    transport: RTCDtlsTransport,
-    deliver: Callable[[RtpPacket, int], None],
-) -> None:
-    """``take_rtp``, each packet parsed by aiortc (``RtpPacket``)."""
-    extensions = transport._rtp_header_extensions_map
-
-    def parsed(data: bytes, arrival_ms: int) -> None:
-        try:
-            packet = RtpPacket.parse(data, extensions)
-        except ValueError:
-            return
-        deliver(packet, arrival_ms)
-
-    take_rtp(transport, parsed)
 
 
 def release_media(transport: RTCDtlsTransport) -> None:
