@@ -506,6 +506,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             for key, _ in audios:
                 packets = after[(id(person), key)][1] - before.get((id(person), key), (0, 0))[1]
                 audio_pps.append(packets / span)
+        delivered = sum((after[key][1] - before.get(key, (0, 0))[1]) / span for key in after)
+        streams = sum(wanted.values())
+        expected = streams * (FPS * media.packets_per_frame + 1 / (AUDIO_TICKS / 48000))
         checked = check_frames(receivers[0]) if args.check_frames and receivers else None
         for person in everyone:
             await person.close()
@@ -525,6 +528,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "video_kbps": round(media.video_bitrate / 1000),
         "packets_per_frame": round(media.packets_per_frame, 2),
         "frames_checked": checked,
+        # Every packet the subscribers got in the window, against what the publishers' pace
+        # sends them: below 1 when the machine starved the load (or the server dropped).
+        "delivered_pps": round(delivered, 1),
+        "expected_pps": round(expected, 1),
     }
 
 
