@@ -54,7 +54,6 @@ from aiortc.rtp import (
     RtpPacket,
     pack_remb_fci,
     unpack_remb_fci,
-    unwrap_rtx,
 )
 from aiortc.stats import (
     RTCInboundRtpStreamStats,
@@ -63,13 +62,16 @@ from aiortc.stats import (
 )
 
 from media.rtp import (
+    AUDIO_LEVEL_URI,
     HeaderWriter,
     LossDetector,
     ReceptionStats,
+    Rtp,
     abs_send_time,
     codec_key,
     is_rtx,
     keyframe_start,
+    parse_rtp,
     seq_newer,
 )
 from media.wire import now_ms
@@ -132,10 +134,15 @@ class InboundStream:
         transport: RTCDtlsTransport,
         wire: Sends,
         codecs: list[RTCRtpCodecParameters],
+        header_extensions: list[RTCRtpHeaderExtensionParameters] | None = None,
     ) -> None:
         self.kind = kind
         self.video = kind == "video"
         self.codecs = _Codecs(codecs)
+        # The one header extension read from the publisher's packets: the audio level,
+        # passed on to the subscribers (one-byte form).
+        level_id = next((e.id for e in header_extensions or () if e.uri == AUDIO_LEVEL_URI), 0)
+        self._level_id = level_id if kind == "audio" and 0 < level_id <= 14 else 0
         self.wire = wire
         self.ssrc: int | None = None  # the publisher's media SSRC, from the first packet
         self.targets: tuple[OutboundSlot, ...] = ()  # the slots carrying this stream now
@@ -219,14 +226,25 @@ class InboundStream:
                 slot.sender_report(info.ntp_timestamp, info.rtp_timestamp)
 
     async def _handle_rtp_packet(self, packet: RtpPacket, arrival_time_ms: int) -> None:
-        # aiortc's way in (before ``media.wire.take_media`` takes over): the same path, on
+        # aiortc's way in (before ``media.wire.take_rtp`` takes over): the same path, on
         # the forwarder's clock rather than aiortc's.
         self.handle(packet, now_ms())
 
-    def handle(self, packet: RtpPacket, arrival_ms: int) -> None:
+    def handle(self, packet: RtpPacket | Rtp, arrival_ms: int) -> None:
         """One RTP packet from the publisher: account for it, hand it on."""
         if not self._enabled:
             return
+        if isinstance(packet, RtpPacket):
+            packet = Rtp(
+                packet.payload_type,
+                packet.marker,
+                packet.sequence_number,
+                packet.timestamp,
+                packet.ssrc,
+                packet.payload,
+                packet.padding_size,
+                packet.extensions.audio_level,
+            )
         try:
             self._forward(packet, arrival_ms)
         except Exception:
@@ -236,9 +254,25 @@ class InboundStream:
                 self._last_error = now
                 logger.exception("media_forwarding_failed")
 
+    def handle_data(self, data: bytes, arrival_ms: int) -> None:
+        """One decrypted RTP packet from the publisher, as it came (``media.wire``)."""
+        try:
+            packet = parse_rtp(data, self._level_id)
+        except ValueError:
+            return  # malformed: dropped, as aiortc would
+        if not self._enabled:
+            return
+        try:
+            self._forward(packet, arrival_ms)
+        except Exception:
+            now = _now()
+            if now - self._last_error >= ERROR_LOG_INTERVAL:
+                self._last_error = now
+                logger.exception("media_forwarding_failed")
+
     # -- the forwarding path
 
-    def _forward(self, packet: RtpPacket, arrival_ms: int) -> None:
+    def _forward(self, packet: Rtp, arrival_ms: int) -> None:
         codecs = self.codecs
         pt = packet.payload_type
         retransmitted = False
@@ -250,7 +284,18 @@ class InboundStream:
             original = self._rtx_ssrc.get(packet.ssrc, self.ssrc)
             if original is None or original != self.ssrc:
                 return
-            packet = unwrap_rtx(packet, payload_type=apt, ssrc=original)
+            # RFC 4588: the original sequence number, then the original payload.
+            payload = packet.payload
+            packet = Rtp(
+                apt,
+                packet.marker,
+                (payload[0] << 8) | payload[1],
+                packet.timestamp,
+                original,
+                payload[2:],
+                packet.padding_size,
+                packet.audio_level,
+            )
             pt = apt
             retransmitted = True
             self._loss.recovered(packet.sequence_number)
@@ -273,7 +318,12 @@ class InboundStream:
         if not targets:
             return
         key = codecs.key[pt]
-        send_time = abs_send_time()
+        # What changes in the header extensions from packet to packet, the same for all.
+        if self.video:
+            varying = abs_send_time().to_bytes(3, "big")
+        else:
+            level = packet.audio_level
+            varying = b"" if level is None else bytes(((0x80 if level[0] else 0) | level[1],))
         keyframe: bool | None = None
         for slot in targets:
             if slot.waiting:
@@ -283,7 +333,7 @@ class InboundStream:
                     if slot.keyframe_overdue():
                         self.request_keyframe()
                     continue
-            slot.write(packet, key, send_time, arrival_ms)
+            slot.write(packet, key, varying, arrival_ms)
 
     def _restart(self, ssrc: int) -> None:
         """A new upstream SSRC (first packet, or the publisher restarted its stream): every
@@ -518,8 +568,9 @@ class OutboundSlot:
         self._asked = now
         return True
 
-    def write(self, packet: RtpPacket, key: str, send_time: int, arrival_ms: int) -> None:
-        """Send ``packet``'s payload under this slot's header."""
+    def write(self, packet: Rtp, key: str, varying: bytes, arrival_ms: int) -> None:
+        """Send ``packet``'s payload under this slot's header (``varying``: the bytes of
+        the header extensions that change per packet, ``HeaderWriter.write``)."""
         pt = self.codecs.by_key.get(key)
         if pt is None or not self._started:
             return
@@ -530,14 +581,8 @@ class OutboundSlot:
             return  # from before this slot joined the source: the subscriber never had it
         out_seq = (seq + self._seq_offset) & 0xFFFF
         out_ts = (packet.timestamp + self._ts_offset) & 0xFFFFFFFF
-        writer = self._writer
-        header = writer.header(
-            marker=packet.marker,
-            payload_type=pt,
-            sequence_number=out_seq,
-            timestamp=out_ts,
-            padding=packet.padding_size > 0,
-            extensions=writer.extensions(send_time, packet.extensions.audio_level),
+        header = self._writer.write(
+            (packet.marker << 7) | pt, out_seq, out_ts, varying, packet.padding_size > 0
         )
         data = header + packet.payload
         if packet.padding_size:
@@ -552,7 +597,7 @@ class OutboundSlot:
         self.packets += 1
         self.octets += len(packet.payload)
 
-    def _sync(self, packet: RtpPacket, arrival_ms: int) -> None:
+    def _sync(self, packet: Rtp, arrival_ms: int) -> None:
         """Join the source at ``packet``: it follows the last packet this slot sent, and its
         timestamp advances by the wall-clock time since then (at least one tick)."""
         self._seq_offset = (self._last_seq + 1 - packet.sequence_number) & 0xFFFF

@@ -35,7 +35,6 @@ from aiortc import (
 from aiortc.rtcconfiguration import RTCBundlePolicy
 from aiortc.rtcdtlstransport import RTCDtlsTransport
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
-from aiortc.rtp import RtpPacket
 from aiortc.sdp import SessionDescription, candidate_from_sdp
 
 from core.errors import ErrorCode, ProtocolError, UserError
@@ -44,7 +43,7 @@ from media.forwarding import InboundStream, OutboundSlot
 from media.ice import NoMediaPort, bind_host_candidate
 from media.routing import KINDS, Kind
 from media.rtp import is_rtx
-from media.wire import Wire, release_media, take_media
+from media.wire import Wire, release_media, take_rtp
 
 logger = logging.getLogger(__name__)
 
@@ -209,7 +208,9 @@ class MediaPeer:
             transceiver.direction = _DIRECTION[(send, receive)]
             transceiver._codecs = codecs
             original = transceiver.sender
-            inbound = InboundStream(kind, transport, wire, codecs)
+            inbound = InboundStream(
+                kind, transport, wire, codecs, header_extensions=transceiver._headerExtensions
+            )
             inbound._set_rtcp_ssrc(original._ssrc)
             slot = OutboundSlot(
                 kind,
@@ -255,14 +256,14 @@ class MediaPeer:
     def _transport_state(self) -> None:
         transport = self._transport()
         if transport.state == "connected":
-            take_media(transport, self._deliver)
+            take_rtp(transport, self._deliver)
 
-    def _deliver(self, packet: RtpPacket, arrival_ms: int) -> None:
+    def _deliver(self, data: bytes, arrival_ms: int) -> None:
         # The one publishing m-line of each kind owns its payload types (BUNDLE keeps them
         # apart); a packet of any other type is no media of this participant.
-        stream = self._by_payload_type.get(packet.payload_type)
+        stream = self._by_payload_type.get(data[1] & 0x7F)
         if stream is not None:
-            stream.handle(packet, arrival_ms)
+            stream.handle_data(data, arrival_ms)
 
     def _state_changed(self) -> None:
         state = self.pc.connectionState

@@ -119,13 +119,120 @@ def keyframe_start(mime_type: str, payload: bytes) -> bool:
     return True
 
 
+class Rtp:
+    """The fields of an RTP packet the forwarder reads (RFC 3550), and its payload.
+
+    ``parse_rtp`` reads them straight from the datagram: aiortc's ``RtpPacket.parse`` also
+    decodes every header extension into objects, which the forwarder, writing its own
+    header, does not need; the audio level is the one extension it passes on."""
+
+    __slots__ = (
+        "audio_level",
+        "marker",
+        "padding_size",
+        "payload",
+        "payload_type",
+        "sequence_number",
+        "ssrc",
+        "timestamp",
+    )
+
+    def __init__(
+        self,
+        payload_type: int,
+        marker: int,
+        sequence_number: int,
+        timestamp: int,
+        ssrc: int,
+        payload: bytes,
+        padding_size: int = 0,
+        audio_level: tuple[bool, int] | None = None,
+    ) -> None:
+        self.payload_type = payload_type
+        self.marker = marker
+        self.sequence_number = sequence_number
+        self.timestamp = timestamp
+        self.ssrc = ssrc
+        self.payload = payload
+        self.padding_size = padding_size
+        self.audio_level = audio_level
+
+
+def parse_rtp(data: bytes, audio_level_id: int = 0) -> Rtp:
+    """Read an RTP packet; ``audio_level_id``: the one-byte header extension element that
+    carries the audio level (0: not read). Raises ``ValueError`` if it is no RTP."""
+    end = len(data)
+    if end < 12:
+        raise ValueError("RTP packet length is less than 12 bytes")
+    first, second, sequence_number, timestamp, ssrc = HEADER.unpack_from(data)
+    if first >> 6 != 2:
+        raise ValueError("RTP packet has invalid version")
+    pos = 12 + 4 * (first & 0x0F)
+    level = None
+    if first & 0x10:
+        if pos + 4 > end:
+            raise ValueError("RTP packet has truncated extension profile / length")
+        start = pos + 4
+        pos = start + 4 * ((data[pos + 2] << 8) | data[pos + 3])
+        if pos > end:
+            raise ValueError("RTP packet has truncated extension value")
+        if audio_level_id and data[start - 4 : start - 2] == ONE_BYTE_PROFILE:
+            level = _one_byte_element(data, start, pos, audio_level_id)
+    padding = 0
+    if first & 0x20:
+        padding = data[-1]
+        if padding == 0 or pos + padding > end:
+            raise ValueError("RTP packet padding length is invalid")
+        end -= padding
+    elif pos > end:
+        raise ValueError("RTP packet is truncated")
+    return Rtp(
+        second & 0x7F,
+        second >> 7,
+        sequence_number,
+        timestamp,
+        ssrc,
+        data[pos:end],
+        padding,
+        level,
+    )
+
+
+def _one_byte_element(data: bytes, pos: int, end: int, wanted: int) -> tuple[bool, int] | None:
+    """The audio level in element ``wanted`` of a one-byte header extension block (RFC
+    8285), or ``None``."""
+    while pos < end:
+        byte = data[pos]
+        if byte == 0:  # padding between elements
+            pos += 1
+            continue
+        ident = byte >> 4
+        if ident == 15:
+            break
+        length = (byte & 0x0F) + 1
+        if ident == wanted and pos + 1 < end:
+            value = data[pos + 1]
+            return bool(value & 0x80), value & 0x7F
+        pos += 1 + length
+    return None
+
+
 class HeaderWriter:
     """Writes the RTP header of one outgoing stream with the header extensions its receiver
     negotiated: the media identification (so a bundled receiver can demultiplex before the
     SSRC is known), abs-send-time for video (the receiver's bandwidth estimate), the audio
     level for audio. Identifiers above 14 would need the two-byte form and are left out."""
 
-    __slots__ = ("_abs_id", "_level_id", "_mid_element", "ssrc")
+    __slots__ = (
+        "_abs_id",
+        "_head",
+        "_level_id",
+        "_mid_element",
+        "_plain",
+        "_tail",
+        "_width",
+        "ssrc",
+    )
 
     def __init__(self, ssrc: int, mid: str | None, ids: dict[str, int], *, kind: str) -> None:
         self.ssrc = ssrc
@@ -140,6 +247,19 @@ class HeaderWriter:
         level_id = ids.get(AUDIO_LEVEL_URI, 0)
         self._abs_id = abs_id if kind == "video" and 0 < abs_id <= 14 else 0
         self._level_id = level_id if kind == "audio" and 0 < level_id <= 14 else 0
+        # The extension block is the same for every packet but for the 3 bytes of the send
+        # time (video) or the 1 byte of the level (audio): cut once around them.
+        self._plain = self.extensions(0, None)  # the block without a level (or send time)
+        if self._abs_id:
+            template, width = self._plain, 3
+        elif self._level_id:
+            template, width = self.extensions(0, (False, 0)), 1
+        else:
+            template, width = self._plain, 0
+        at = 4 + len(self._mid_element) + 1
+        self._width = width
+        self._head = template[:at]
+        self._tail = template[at + width :]
 
     def extensions(self, send_time: int, audio_level: tuple[bool, int] | None) -> bytes:
         """The header extension block (profile, length, elements, padding) or nothing."""
@@ -174,6 +294,24 @@ class HeaderWriter:
         first = 0x80 | (0x20 if padding else 0) | (0x10 if extensions else 0)
         return (
             HEADER.pack(first, (marker << 7) | payload_type, sequence_number, timestamp, self.ssrc)
+            + extensions
+        )
+
+    def write(
+        self,
+        marker_payload_type: int,
+        sequence_number: int,
+        timestamp: int,
+        varying: bytes,
+        padding: bool = False,
+    ) -> bytes:
+        """The header, the fast way: ``marker_payload_type`` is the second byte, ``varying``
+        the send time's 3 bytes (video), the level's byte (audio) or ``b""`` (no level);
+        it is left out when the receiver did not negotiate its extension."""
+        extensions = self._head + varying + self._tail if varying and self._width else self._plain
+        first = (0x90 if extensions else 0x80) | (0x20 if padding else 0)
+        return (
+            HEADER.pack(first, marker_payload_type, sequence_number, timestamp, self.ssrc)
             + extensions
         )
 

@@ -19,11 +19,11 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from typing import Any
 
 import pylibsrtp
-from aioice.ice import Connection, StunProtocol
+from aioice.ice import CandidatePair, Connection, StunProtocol
 from aiortc.rtcdtlstransport import RTCDtlsTransport, State
-from aiortc.rtp import RtpPacket, is_rtcp
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +40,11 @@ class Wire:
         self._dtls = transport
         self._pending: set[asyncio.Future[None]] = set()
         self.sent = 0
+        # The nominated pair's socket and address, looked up again only when the pair
+        # changes (it is chosen once per connection).
+        self._pair: CandidatePair | None = None
+        self._sendto: Callable[[bytes, tuple[str, int]], None] | None = None
+        self._address: tuple[str, int] = ("", 0)
 
     def send(self, data: bytes) -> None:
         """Protect and send an RTP or RTCP packet; silently nothing when not connected."""
@@ -47,58 +52,90 @@ class Wire:
         if dtls._state is not State.CONNECTED:
             return
         try:
-            if is_rtcp(data):
+            if 191 < data[1] < 209:  # RTCP packet types, as aiortc tells them (RFC 5761)
                 protected = dtls._tx_srtp.protect_rtcp(data)
             else:
                 protected = dtls._tx_srtp.protect(data)
-        except (pylibsrtp.Error, ValueError):
+        except (pylibsrtp.Error, ValueError, IndexError):
             return
         pair = dtls.transport._connection._nominated.get(1)
         if pair is None:
             return
-        protocol = pair.protocol
+        if pair is not self._pair:
+            self._choose(pair)
         self.sent += 1
-        if type(protocol) is StunProtocol:
-            # What StunProtocol.send_data does, without its coroutine.
-            protocol.transport.sendto(protected, pair.remote_addr)
+        if self._sendto is not None:
+            self._sendto(protected, self._address)
         else:  # a relayed pair (the server has none of its own): its coroutine, then
-            task = asyncio.ensure_future(protocol.send_data(protected, pair.remote_addr))
+            task = asyncio.ensure_future(pair.protocol.send_data(protected, pair.remote_addr))
             self._pending.add(task)
             task.add_done_callback(self._pending.discard)
 
+    def _choose(self, pair: CandidatePair) -> None:
+        self._pair = pair
+        protocol = pair.protocol
+        self._address = pair.remote_addr
+        # What StunProtocol.send_data does, without its coroutine.
+        self._sendto = protocol.transport.sendto if type(protocol) is StunProtocol else None
 
-def take_media(
-    transport: RTCDtlsTransport,
-    deliver: Callable[[RtpPacket, int], None],
-) -> None:
-    """From now on, hand ``transport``'s incoming SRTP media packets to ``deliver`` as soon
-    as their datagram arrives. Call once the DTLS handshake is done."""
+
+def take_rtp(transport: RTCDtlsTransport, deliver: Callable[[bytes, int], None]) -> None:
+    """From now on, hand ``transport``'s incoming SRTP media packets, decrypted, to
+    ``deliver`` with their arrival time as soon as their datagram arrives. Call once the DTLS
+    handshake is done.
+
+    The hook sits on the connection's sockets (aioice's ``StunProtocol``), before aioice
+    tries to read each datagram as STUN: a datagram whose first byte is 128-191 is RTP or
+    RTCP (RFC 7983), never STUN, and RTP goes straight to ``deliver``. Everything else
+    (STUN, DTLS, SRTCP) takes the usual way, so aiortc keeps the control of the connection.
+    """
     connection: Connection = transport.transport._connection
     if "data_received" in vars(connection):
         return
     original = connection.data_received
-    extensions = transport._rtp_header_extensions_map
+    unprotect = transport._rx_srtp.unprotect
+    connected = State.CONNECTED
 
     def data_received(data: bytes, component: int) -> None:
-        # SRTP (RFC 7983: first byte 128-191), not SRTCP; anything else goes aiortc's way.
+        # SRTP, not SRTCP (RTCP packet types 192-208 in the second byte, as aiortc tells
+        # them apart); anything else goes aiortc's way.
         if (
             len(data) > 12
             and 127 < data[0] < 192
-            and not is_rtcp(data)
-            and transport._state is State.CONNECTED
+            and not 191 < data[1] < 209
+            and transport._state is connected
         ):
             try:
-                packet = RtpPacket.parse(transport._rx_srtp.unprotect(data), extensions)
+                plain = unprotect(data)
             except (pylibsrtp.Error, ValueError):
                 return  # forged, replayed or malformed: dropped, as aiortc would
-            deliver(packet, now_ms())
+            deliver(plain, now_ms())
             return
         original(data, component)
 
-    # An instance attribute shadows the method for this one connection only.
+    # Instance attributes shadow the methods for this one connection and its sockets only.
     vars(connection)["data_received"] = data_received
+    for protocol in connection._protocols:
+        if type(protocol) is StunProtocol:
+            _shortcut(protocol, data_received)
+
+
+def _shortcut(protocol: StunProtocol, data_received: Callable[[bytes, int], None]) -> None:
+    original = protocol.datagram_received
+    component = protocol.local_candidate.component if protocol.local_candidate else 1
+
+    def datagram_received(data: bytes | str, addr: tuple[Any, ...]) -> None:
+        if type(data) is bytes and len(data) > 12 and 127 < data[0] < 192:
+            data_received(data, component)
+        else:
+            original(data, addr)
+
+    vars(protocol)["datagram_received"] = datagram_received
 
 
 def release_media(transport: RTCDtlsTransport) -> None:
-    """Undo ``take_media`` (the connection is closing: nothing more to deliver)."""
-    vars(transport.transport._connection).pop("data_received", None)
+    """Undo ``take_rtp`` (the connection is closing: nothing more to deliver)."""
+    connection = transport.transport._connection
+    vars(connection).pop("data_received", None)
+    for protocol in connection._protocols:
+        vars(protocol).pop("datagram_received", None)

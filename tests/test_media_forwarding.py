@@ -45,6 +45,7 @@ from media.rtp import (
     LossDetector,
     h264_keyframe_start,
     keyframe_start,
+    parse_rtp,
     seq_newer,
     vp8_keyframe_start,
 )
@@ -460,3 +461,57 @@ def test_media_settings_are_checked() -> None:
     ):
         with pytest.raises(ValidationError):
             Settings(**wrong)
+
+
+def test_parse_rtp_reads_what_aiortc_reads() -> None:
+    ids = {MID_URI: 4, ABS_SEND_TIME_URI: 3, AUDIO_LEVEL_URI: 1}
+    extensions = HeaderExtensionsMap()
+    extensions.configure(
+        RTCRtpSendParameters(
+            headerExtensions=[RTCRtpHeaderExtensionParameters(id=i, uri=u) for u, i in ids.items()]
+        )
+    )
+    writer = HeaderWriter(0xCAFE, "7", ids, kind="audio")
+    with_level = writer.write(0x80 | 111, 65535, 0xFFFFFFFF, bytes((0x80 | 42,))) + b"opus"
+    padded = (
+        writer.write(111, 1, 2, b"", padding=True) + b"opus" + bytes(3) + bytes((4,))
+    )  # 4 bytes of padding
+    csrc = bytearray(HeaderWriter(7, None, {}, kind="video").write(96, 3, 4, b"") + b"vp8")
+    csrc[0] |= 2  # two contributing sources, 8 bytes taken from the payload
+    csrc[12:12] = bytes(range(8))
+    for data in (with_level, padded, bytes(csrc)):
+        ours = parse_rtp(data, 1)
+        theirs = RtpPacket.parse(data, extensions)
+        assert (ours.payload_type, ours.marker, ours.ssrc) == (
+            theirs.payload_type,
+            theirs.marker,
+            theirs.ssrc,
+        )
+        assert (ours.sequence_number, ours.timestamp) == (
+            theirs.sequence_number,
+            theirs.timestamp,
+        )
+        assert (ours.payload, ours.padding_size) == (theirs.payload, theirs.padding_size)
+        assert ours.audio_level == theirs.extensions.audio_level
+    assert parse_rtp(with_level, 1).audio_level == (True, 42)
+    assert parse_rtp(with_level).audio_level is None  # not asked for
+    for bad in (b"\x80" * 11, b"\x40" + bytes(15), with_level[:14], padded[:-1] + b"\x00"):
+        with pytest.raises(ValueError):
+            parse_rtp(bad, 1)
+
+
+def test_header_writer_fast_way_equals_the_plain_one() -> None:
+    for ids in ({MID_URI: 4, ABS_SEND_TIME_URI: 3, AUDIO_LEVEL_URI: 1}, {MID_URI: 2}, {}):
+        for kind in ("audio", "video"):
+            writer = HeaderWriter(0xBEEF, "12", ids, kind=kind)
+            level = (False, 99)
+            varying = (0x123456).to_bytes(3, "big") if kind == "video" else bytes((99,))
+            plain = writer.header(
+                marker=0,
+                payload_type=100,
+                sequence_number=9,
+                timestamp=10,
+                padding=True,
+                extensions=writer.extensions(0x123456, level),
+            )
+            assert writer.write(100, 9, 10, varying, padding=True) == plain
