@@ -65,10 +65,26 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None
 class Database:
     """Owns the engine and hands out sessions. ``close()`` is safe to call twice."""
 
-    def __init__(self, url: str, *, echo: bool = False) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        echo: bool = False,
+        pool_size: int | None = None,
+        max_overflow: int | None = None,
+        pool_timeout: float | None = None,
+    ) -> None:
         self.url = url
         # hide_parameters: errors must not carry bound values (personal data, hashes) into logs.
         kwargs: dict[str, Any] = {"echo": echo, "pool_pre_ping": True, "hide_parameters": True}
+        if not url.startswith("sqlite"):  # SQLite's pool is SQLAlchemy's own choice, unsized
+            for name, value in (
+                ("pool_size", pool_size),
+                ("max_overflow", max_overflow),
+                ("pool_timeout", pool_timeout),
+            ):
+                if value is not None:
+                    kwargs[name] = value
         self.engine: AsyncEngine = create_async_engine(url, **kwargs)
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)

@@ -32,6 +32,13 @@ class Settings(BaseSettings):
     env: Literal["dev", "test", "prod"] = "prod"
     var_dir: Path = VAR_DIR
     database_url: str = ""
+    # The connection pool of a server database (PostgreSQL; SQLite keeps SQLAlchemy's own):
+    # connections kept open, extra ones opened under bursts, and how long a request waits for
+    # one before failing. A node's chat, sweeps and page requests share it; the sum over the
+    # nodes (pool + overflow each) must stay below PostgreSQL's max_connections (100).
+    database_pool_size: int = Field(20, ge=1)
+    database_max_overflow: int = Field(10, ge=0)
+    database_pool_timeout_seconds: float = Field(30.0, gt=0)
     redis_url: str | None = None
     redis_prefix: str = "concilia"
     presence_ttl_seconds: int = Field(30, ge=3)  # a node silent this long counts as gone

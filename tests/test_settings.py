@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pytest
 from pydantic import SecretStr
+from sqlalchemy.pool import QueuePool
 
+from core.db import Database
 from core.settings import Settings
 
 
@@ -63,3 +65,30 @@ def test_a_fixed_clock_is_for_tests_only(monkeypatch: pytest.MonkeyPatch) -> Non
         Settings()
     monkeypatch.setenv("CONCILIA_CLOCK_FIXED", "")
     assert Settings().clock_fixed is None
+
+
+def test_database_pool_is_sized_by_the_settings(tmp_path: Path) -> None:
+    settings = Settings(
+        var_dir=tmp_path,
+        database_url="postgresql+asyncpg://postgres@127.0.0.1:5432/pool_not_opened",
+        database_pool_size=7,
+        database_max_overflow=3,
+        database_pool_timeout_seconds=4.5,
+    )
+    db = Database(
+        settings.resolved_database_url(),
+        pool_size=settings.database_pool_size,
+        max_overflow=settings.database_max_overflow,
+        pool_timeout=settings.database_pool_timeout_seconds,
+    )
+    pool = db.engine.pool
+    assert isinstance(pool, QueuePool)
+    assert (pool.size(), pool._max_overflow, pool._timeout) == (7, 3, 4.5)
+    defaults = Settings(var_dir=tmp_path)
+    assert (defaults.database_pool_size, defaults.database_max_overflow) == (20, 10)
+    with pytest.raises(ValueError, match="greater than or equal to 1"):
+        Settings(database_pool_size=0)
+    # SQLite keeps SQLAlchemy's own pool whatever the settings say.
+    lite = Database(f"sqlite+aiosqlite:///{tmp_path / 'x.sqlite3'}", pool_size=7)
+    assert isinstance(lite.engine.pool, QueuePool)
+    assert lite.engine.pool.size() != 7

@@ -152,7 +152,12 @@ def template_environment() -> Environment:
 async def open_services(settings: Settings, clock: Clock) -> Services:
     """Connect to the database (and Redis when configured) and build the domain services."""
     secret = settings.secret()
-    db = Database(settings.resolved_database_url())
+    db = Database(
+        settings.resolved_database_url(),
+        pool_size=settings.database_pool_size,
+        max_overflow=settings.database_max_overflow,
+        pool_timeout=settings.database_pool_timeout_seconds,
+    )
     redis: Redis | None = None
     if settings.redis_url:
         redis = Redis.from_url(settings.redis_url)
