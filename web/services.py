@@ -130,6 +130,7 @@ class Services:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+        await self.recovery.drain()
         await self.planner.close()
         await self.rooms.close_background()
         await self.mail.close()
