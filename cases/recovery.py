@@ -1,13 +1,18 @@
 """Username recovery and password reset by e-mail.
 
-Both answer identically whether an account matches or not; links are built from the
-configured public URL, never from the request. A reset link carries 256 random bits, is
+Both answer identically whether an account matches or not, and in the same time: the request
+is checked at once, but looking the account up, issuing the link and queueing the mail happen
+in the background, after the answer (done inline, a known account's request took several
+times as long as an unknown one's: a timing oracle for who is registered). Links are built
+from the configured public URL, never from the request. A reset link carries 256 random bits, is
 stored only as a hash, works once for 30 minutes, and asking again revokes the older one.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import asyncio
+import logging
+from collections.abc import Awaitable, Mapping
 from datetime import timedelta
 
 from sqlalchemy import func, select
@@ -17,29 +22,59 @@ from cases.identity import check_email, clean, username_key
 from cases.tokens import AccountToken, Purpose, find_link, issue_link, spend
 from core.errors import ErrorCode, FieldErrors, UserError
 
+log = logging.getLogger(__name__)
+
 RESETS_PER_HOUR = 5  # more requests are ignored silently (same answer), to stop mail floods
 
 
 class Recovery:
     def __init__(self, accounts: Accounts) -> None:
         self.accounts = accounts
+        self._tasks: set[asyncio.Task[None]] = set()
+        # One request at a time, in the order they came: the hourly cap counts the links
+        # issued before, and a flood of requests queues up instead of running all at once.
+        self._turn = asyncio.Lock()
+
+    def _later(self, work: Awaitable[None], what: str) -> None:
+        async def run() -> None:
+            try:
+                async with self._turn:
+                    await work
+            except Exception:
+                log.exception("%s failed", what)
+
+        task = asyncio.create_task(run(), name=what)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def drain(self) -> None:
+        """Wait for the requests answered so far to be done (tests, shutdown)."""
+        while self._tasks:
+            await asyncio.gather(*self._tasks)
 
     async def do_request_reset(self, identifier: object) -> None:
-        """Mail a reset link to the account named by username or e-mail, if there is one."""
+        """Mail a reset link to the account named by username or e-mail, if there is one
+        (in the background: see the module's docstring)."""
         text = clean(identifier, 300)
         if not text:
             raise FieldErrors({"identifier": [ErrorCode.REQUIRED]})
+        if "@" in text:
+            email = check_email(text)
+            if isinstance(email, ErrorCode):
+                raise FieldErrors({"identifier": [email]})
+            self._later(self._send_reset(email=email), "password reset request")
+        else:
+            self._later(self._send_reset(username=text), "password reset request")
+
+    async def _send_reset(self, *, email: str | None = None, username: str | None = None) -> None:
         accounts = self.accounts
         now = accounts.clock.now()
         minutes = accounts.settings.reset_token_minutes
         async with accounts.db.session() as session:
-            if "@" in text:
-                email = check_email(text)
-                if isinstance(email, ErrorCode):
-                    raise FieldErrors({"identifier": [email]})
+            if email is not None:
                 query = select(Account).where(func.lower(Account.email) == email.lower())
             else:
-                query = select(Account).where(Account.username_key == username_key(text))
+                query = select(Account).where(Account.username_key == username_key(username or ""))
             for account in list(await session.scalars(query)):
                 recent = await session.scalar(
                     select(func.count())
@@ -108,10 +143,13 @@ class Recovery:
         return account
 
     async def do_recover_username(self, email: object) -> None:
-        """Mail the usernames registered with ``email``, if any."""
+        """Mail the usernames registered with ``email``, if any (in the background)."""
         address = check_email(clean(email, 300))
         if isinstance(address, ErrorCode):
             raise FieldErrors({"email": [address]})
+        self._later(self._send_usernames(address), "username recovery request")
+
+    async def _send_usernames(self, address: str) -> None:
         accounts = self.accounts
         async with accounts.db.session() as session:
             rows = list(

@@ -9,8 +9,10 @@ anything is decompressed, so a zip bomb costs nothing. Names are kept only as me
 from __future__ import annotations
 
 import re
+import struct
 import unicodedata
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -110,15 +112,17 @@ def extension(name: str) -> str:
 
 def sanitize_name(raw: str) -> str:
     """A display name without path parts, control, format (bidi) or reserved characters."""
-    text = unicodedata.normalize("NFC", raw or "")
-    text = re.split(r"[\\/]", text)[-1]
+    text = re.split(r"[\\/]", raw or "")[-1]
     text = "".join(c for c in text if unicodedata.category(c)[0] not in ("C", "Z") or c == " ")
-    text = re.sub(r'[<>:"|?*]', "_", text).strip(" .")
+    # Normalized after the filtering, which can bring a base letter and a combining mark
+    # together (a zero-width joiner between them): sanitizing twice must change nothing.
+    text = unicodedata.normalize("NFC", re.sub(r'[<>:"|?*]', "_", text)).strip(" .")
     if not text:
         return "document"
     if len(text) > NAME_MAX:
         ext = extension(text)
-        text = text[: NAME_MAX - len(ext)] + ext
+        # The cut may leave a space or a dot at the end, which a name never has.
+        text = text[: NAME_MAX - len(ext)].rstrip(" .") + ext
     return text
 
 
@@ -144,6 +148,22 @@ def _is_text(head: bytes) -> bool:
 
 def _xml_start(head: bytes) -> bytes:
     return head.lstrip(b"\xef\xbb\xbf \t\r\n")
+
+
+# What ``zipfile`` raises on a damaged archive: besides ``BadZipFile``, a name flagged UTF-8
+# that is not (``UnicodeDecodeError``, a ``ValueError``), a record cut short (``EOFError``,
+# ``struct.error``), bad compressed data (``zlib.error``), an encrypted or unknown method.
+ZIP_DAMAGE = (
+    zipfile.BadZipFile,
+    OSError,
+    KeyError,
+    ValueError,
+    EOFError,
+    struct.error,
+    zlib.error,
+    NotImplementedError,
+    RuntimeError,
+)
 
 
 def _check_zip(path: Path, ext: str) -> Verdict:
@@ -173,7 +193,7 @@ def _check_zip(path: Path, ext: str) -> Verdict:
                 if mimetype == ODF_MIME[ext]
                 else Verdict(False, ErrorCode.FILE_CONTENT_MISMATCH)
             )
-    except (zipfile.BadZipFile, OSError, KeyError, NotImplementedError, RuntimeError):
+    except ZIP_DAMAGE:
         return Verdict(False, ErrorCode.FILE_CONTENT_MISMATCH)
 
 
@@ -191,7 +211,10 @@ def check_content(path: Path, ext: str) -> Verdict:
             return Verdict(False, ErrorCode.FILE_CONTENT_MISMATCH)
         return _check_zip(path, ext)
     if ext == ".mp3":
-        ok = head.startswith(b"ID3") or (head[0] == 0xFF and head[1] & 0xE0 == 0xE0)
+        # An ID3 tag, or an MPEG audio frame's 11 sync bits (two bytes at least).
+        ok = head.startswith(b"ID3") or (
+            len(head) > 1 and head[0] == 0xFF and head[1] & 0xE0 == 0xE0
+        )
         return ACCEPT if ok else Verdict(False, ErrorCode.FILE_CONTENT_MISMATCH)
     if ext == ".wav":
         ok = head.startswith(b"RIFF") and head[8:12] == b"WAVE"

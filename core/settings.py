@@ -57,6 +57,7 @@ class Settings(BaseSettings):
     helpdesk_email: str = ""
     helpdesk_phone: str = ""
     helpdesk_anonymous_per_hour: int = 5  # help-desk tickets one address may send signed out
+    registrations_per_hour: int = 10  # accounts one client address may register in an hour
     mail_poll_seconds: float = 5.0
     mail_max_attempts: int = 8
 

@@ -2,17 +2,32 @@
 
 Every model forbids extra keys and checks types strictly, so a payload is either exactly what
 ``docs/protocol.md`` documents or refused with ``bad_request``. None of them names a meeting:
-the meeting comes from the connection's room token.
+the meeting comes from the connection's room token. ``check_payload`` is the one place a
+payload is checked: whatever JSON a client sends, it returns the model or raises a
+``ProtocolError`` naming the wrong fields, never anything else.
 """
 
 from __future__ import annotations
 
 import uuid
-from typing import Literal
+from typing import Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    StrictStr,
+    ValidationError,
+)
 
+from core.errors import ErrorCode, ProtocolError
 from rooms.room import MESSAGE_MAX, NOTE_MAX
+
+# Sequence and version numbers are 32-bit integer columns: a larger number names nothing and
+# must be refused here, not reach the database (which would fail on it: a server error).
+NUMBER_MAX = 2**31 - 1
 
 
 class Payload(BaseModel):
@@ -22,7 +37,7 @@ class Payload(BaseModel):
 class Join(Payload):
     """(Re)join: ``after`` is the last message sequence number the client holds."""
 
-    after: StrictInt | None = Field(default=None, ge=0)
+    after: StrictInt | None = Field(default=None, ge=0, le=NUMBER_MAX)
 
 
 class Say(Payload):
@@ -35,7 +50,7 @@ class Typing(Payload):
 
 
 class History(Payload):
-    after: StrictInt = Field(ge=0)
+    after: StrictInt = Field(ge=0, le=NUMBER_MAX)
     limit: StrictInt = Field(default=200, ge=1, le=500)
 
 
@@ -76,7 +91,7 @@ class Draft(Payload):
 
 class Accept(Payload):
     code: StrictStr = Field(pattern=r"^[0-9]{6}$")
-    version: StrictInt = Field(ge=1)
+    version: StrictInt = Field(ge=1, le=NUMBER_MAX)
 
 
 class Close(Payload):
@@ -114,3 +129,41 @@ class MediaMute(Payload):
 
     account: uuid.UUID
     muted: StrictBool
+
+
+# Every client event and the model of its payload.
+EVENTS: dict[str, type[Payload]] = {
+    "join": Join,
+    "say": Say,
+    "typing": Typing,
+    "history": History,
+    "admit": Target,
+    "turn_away": TurnAway,
+    "lobby_note": LobbyNote,
+    "separate": Separate,
+    "mute": Mute,
+    "remove": Target,
+    "share": Share,
+    "ask_proposal": Empty,
+    "draft": Draft,
+    "send_code": Empty,
+    "accept": Accept,
+    "close": Close,
+    "media_offer": MediaOffer,
+    "media_candidate": MediaCandidate,
+    "media_state": MediaState,
+    "media_mute": MediaMute,
+    "media_leave": Empty,
+}
+
+P = TypeVar("P", bound=Payload)
+
+
+def check_payload(model: type[P], data: object) -> P:
+    """``data`` (any decoded JSON; ``None`` is an empty payload) as ``model``, or a
+    ``ProtocolError`` (``bad_request``) whose ``fields`` param lists the wrong fields."""
+    try:
+        return model.model_validate({} if data is None else data)
+    except ValidationError as exc:
+        fields = sorted({".".join(str(x) for x in e["loc"]) or "payload" for e in exc.errors()})
+        raise ProtocolError(ErrorCode.BAD_REQUEST, "invalid payload", fields=fields) from None

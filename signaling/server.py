@@ -29,12 +29,11 @@ from urllib.parse import urlsplit
 import orjson
 import socketio
 from aiohttp import web
-from pydantic import BaseModel, ValidationError
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 from redis.retry import Retry
 
-from core.errors import ConciliaError, ErrorCode, UserError
+from core.errors import ConciliaError, ErrorCode, ProtocolError, UserError
 from media.room import Layout, MediaRoom, MediaRooms
 from rooms.room import CONCILIATOR, IN, Emit, Rooms, account_audience, side_audience
 from signaling import protocol as p
@@ -147,28 +146,32 @@ class Signaling(socketio.AsyncNamespace):  # type: ignore[misc]
         self.pin_seconds = 30
         self._media_locks: dict[uuid.UUID, asyncio.Lock] = {}
         self._tasks: set[asyncio.Future[Any]] = set()
-        self._events: dict[str, tuple[type[BaseModel], Handler]] = {
-            "join": (p.Join, self._join),
-            "say": (p.Say, self._say),
-            "typing": (p.Typing, self._typing),
-            "history": (p.History, self._history),
-            "admit": (p.Target, self._admit),
-            "turn_away": (p.TurnAway, self._turn_away),
-            "lobby_note": (p.LobbyNote, self._lobby_note),
-            "separate": (p.Separate, self._separate),
-            "mute": (p.Mute, self._mute),
-            "remove": (p.Target, self._remove),
-            "share": (p.Share, self._share),
-            "ask_proposal": (p.Empty, self._ask_proposal),
-            "draft": (p.Draft, self._draft),
-            "send_code": (p.Empty, self._send_code),
-            "accept": (p.Accept, self._accept),
-            "close": (p.Close, self._close),
-            "media_offer": (p.MediaOffer, self._media_offer),
-            "media_candidate": (p.MediaCandidate, self._media_candidate),
-            "media_state": (p.MediaState, self._media_state),
-            "media_mute": (p.MediaMute, self._media_mute),
-            "media_leave": (p.Empty, self._media_leave),
+        handlers: dict[str, Handler] = {
+            "join": self._join,
+            "say": self._say,
+            "typing": self._typing,
+            "history": self._history,
+            "admit": self._admit,
+            "turn_away": self._turn_away,
+            "lobby_note": self._lobby_note,
+            "separate": self._separate,
+            "mute": self._mute,
+            "remove": self._remove,
+            "share": self._share,
+            "ask_proposal": self._ask_proposal,
+            "draft": self._draft,
+            "send_code": self._send_code,
+            "accept": self._accept,
+            "close": self._close,
+            "media_offer": self._media_offer,
+            "media_candidate": self._media_candidate,
+            "media_state": self._media_state,
+            "media_mute": self._media_mute,
+            "media_leave": self._media_leave,
+        }
+        assert handlers.keys() == p.EVENTS.keys()
+        self._events: dict[str, tuple[type[p.Payload], Handler]] = {
+            name: (p.EVENTS[name], handler) for name, handler in handlers.items()
         }
 
     @property
@@ -301,10 +304,9 @@ class Signaling(socketio.AsyncNamespace):  # type: ignore[misc]
             return error(ErrorCode.BAD_REQUEST, event=str(event)[:40])
         model, handler = found
         try:
-            payload = model.model_validate({} if data is None else data)
-        except ValidationError as exc:
-            fields = sorted({".".join(str(x) for x in e["loc"]) or "payload" for e in exc.errors()})
-            return error(ErrorCode.BAD_REQUEST, fields=fields)
+            payload = p.check_payload(model, data)
+        except ProtocolError as exc:
+            return error(exc.code, **exc.params)
         if event != "join" and not connection.entered:
             return error(ErrorCode.NOT_ADMITTED)
         try:

@@ -153,6 +153,8 @@ class Env:
             await client.session.close()
 
     async def mails(self, to: str | None = None) -> list[OutboxMail]:
+        # Recovery requests are answered first and handled just after: let them be done.
+        await self.services.recovery.drain()
         async with self.services.db.session() as session:
             query = select(OutboxMail).order_by(OutboxMail.id)
             if to is not None:

@@ -26,11 +26,20 @@ from tests.conftest import free_port
 
 BIN = Path(sys.executable).parent
 ROOT = Path(__file__).parents[1]
-RUN_SECONDS = 90  # the whole schemathesis run's budget
-# Who signs in, which operations they fuzz (schemathesis filters) and for how long.
-RUNS = {
-    "demo.cliente": ([], RUN_SECONDS),
-    "demo.pianificatore": (["--include-tag", "scheduling"], 40),
+# Who signs in, which operations they fuzz (schemathesis filters) and for how many seconds:
+# every role of the service, about two minutes and a half of schemathesis in all. Each run
+# goes through the examples, coverage, fuzzing and stateful phases; the stateful one follows
+# the document's `links` (a draft started -> its sections, review, documents, submission; a
+# ticket written -> read, messages, answer, close; a meeting booked -> held, adjourned...).
+CASES = "^/api/v1/(cases|documents|companies|me)"
+RUNS: dict[str, tuple[list[str], int]] = {
+    "demo.cliente": ([], 35),
+    "demo.delegato": ([], 15),
+    "demo.azienda": (["--include-path-regex", CASES], 15),
+    "demo.conciliatore": (["--include-tag", "scheduling"], 15),
+    "demo.pianificatore": (["--include-tag", "scheduling"], 30),
+    "demo.helpdesk": (["--include-path-regex", "^/api/v1/(helpdesk|cases|me)"], 20),
+    "demo.admin": (["--include-path-regex", "^/api/v1/(helpdesk/queue|cases|meetings|me)"], 10),
 }
 
 
@@ -58,11 +67,43 @@ def second_step(session: requests.Session, base: str, var: Path, username: str) 
     assert done.status_code == 303 and done.headers["Location"] == "/", done.text[-2000:]
 
 
-@pytest.fixture(params=list(RUNS))
-def server(
-    tmp_path: Path, request: pytest.FixtureRequest
-) -> Iterator[tuple[str, dict[str, str], list[str], int]]:
-    username: str = request.param
+class Server:
+    """``concilia serve`` with the demo data, as a real process."""
+
+    def __init__(self, base: str, var: Path, log: Path) -> None:
+        self.base = base
+        self.var = var
+        self.log = log
+
+    def sign_in(self, username: str) -> dict[str, str]:
+        """The headers of a signed-in session of ``username`` (cookie and CSRF token)."""
+        accounts = (self.var / "demo-accounts.txt").read_text()
+        found = re.search(re.escape(username) + r"\s+(\S+)", accounts)
+        assert found
+        session = requests.Session()
+        page = session.get(f"{self.base}/login", timeout=5)
+        token = re.search(r'name="csrf_token" value="([^"]+)"', page.text)
+        assert token
+        signed = session.post(
+            f"{self.base}/login",
+            data={"username": username, "password": found.group(1), "next": "/"}
+            | {"csrf_token": token.group(1)},
+            allow_redirects=False,
+            timeout=10,
+        )
+        assert signed.status_code == 303
+        if signed.headers["Location"].startswith("/login/code"):
+            second_step(session, self.base, self.var, username)
+        me = session.get(f"{self.base}/api/v1/me", timeout=5).json()
+        return {
+            "Cookie": "; ".join(f"{k}={v}" for k, v in session.cookies.items()),
+            "X-CSRF-Token": me["csrf_token"],
+        }
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    tmp_path = tmp_path_factory.mktemp("fuzz")
     env = {
         **os.environ,
         # The code of this checkout, even when the venv's editable install points elsewhere.
@@ -74,69 +115,54 @@ def server(
         "CONCILIA_SMTP_HOST": "",
         "CONCILIA_LOG_LEVEL": "WARNING",
     }
-    concilia = str(BIN / "concilia")
+    python = str(BIN / "python")
     for command in (["db", "upgrade"], ["demo"]):
-        subprocess.run([concilia, *command], env=env, check=True, capture_output=True)
+        subprocess.run(
+            [python, "-m", "web.cli", *command], env=env, check=True, capture_output=True
+        )
     port = free_port()
-    log = (tmp_path / "server.log").open("w")
+    log_path = tmp_path / "server.log"
+    log = log_path.open("w")
     proc = subprocess.Popen(
-        [concilia, "serve", "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT
+        [python, "-m", "web.cli", "serve", "--port", str(port)],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        for _ in range(100):
+        for _ in range(200):
             try:
                 if requests.get(f"{base}/healthz", timeout=1).status_code == 200:
                     break
             except requests.ConnectionError:
                 time.sleep(0.1)
-        accounts = (tmp_path / "var" / "demo-accounts.txt").read_text()
-        found = re.search(re.escape(username) + r"\s+(\S+)", accounts)
-        assert found
-        session = requests.Session()
-        page = session.get(f"{base}/login", timeout=5)
-        token = re.search(r'name="csrf_token" value="([^"]+)"', page.text)
-        assert token
-        signed = session.post(
-            f"{base}/login",
-            data={"username": username, "password": found.group(1), "next": "/"}
-            | {"csrf_token": token.group(1)},
-            allow_redirects=False,
-            timeout=10,
-        )
-        assert signed.status_code == 303
-        if signed.headers["Location"].startswith("/login/code"):
-            second_step(session, base, tmp_path / "var", username)
-        me = session.get(f"{base}/api/v1/me", timeout=5).json()
-        headers = {
-            "Cookie": "; ".join(f"{k}={v}" for k, v in session.cookies.items()),
-            "X-CSRF-Token": me["csrf_token"],
-        }
-        only, seconds = RUNS[username]
-        yield base, headers, only, seconds
+        yield Server(base, tmp_path / "var", log_path)
     finally:
         proc.terminate()
         proc.wait(timeout=20)
         log.close()
-        tail = (tmp_path / "server.log").read_text()[-5000:]
-        # A handler that failed would be logged by aiohttp as an unhandled error.
-        assert "Unhandled exception" not in tail, tail
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("username", list(RUNS))
 def test_schemathesis_finds_no_server_error_and_no_schema_mismatch(
-    server: tuple[str, dict[str, str], list[str], int], tmp_path: Path
+    server: Server, username: str, tmp_path: Path
 ) -> None:
-    base, headers, only, seconds = server
+    only, seconds = RUNS[username]
+    headers = server.sign_in(username)
+    logged = len(server.log.read_text())
     st = shutil.which("st", path=str(BIN))
     assert st, "schemathesis is a dev dependency"
     command = [
         st,
         "run",
-        f"{base}/api/openapi.json",
+        f"{server.base}/api/openapi.json",
         "--checks",
         "not_a_server_error,status_code_conformance,response_schema_conformance,"
         "content_type_conformance",
+        "--phases",
+        "examples,coverage,fuzzing,stateful",
         "--max-examples",
         "15",
         "--seed",
@@ -156,3 +182,8 @@ def test_schemathesis_finds_no_server_error_and_no_schema_mismatch(
         command += ["-H", f"{name}: {value}"]
     done = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 120)
     assert done.returncode == 0, done.stdout[-8000:] + done.stderr[-2000:]
+    assert "Stateful" in done.stdout, done.stdout[-4000:]
+    print(done.stdout[-3000:])
+    # A handler that failed would be logged by aiohttp as an unhandled error.
+    tail = server.log.read_text()[logged:]
+    assert "Unhandled exception" not in tail, tail[-5000:]

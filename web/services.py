@@ -106,6 +106,7 @@ class Services:
                 # would take another's files for orphans.
                 await sweep_orphans(self.storage, (self.documents, self.helpdesk))
                 await self.helpdesk.do_forget_addresses()
+                await self.accounts.do_forget_addresses()
                 backoff = 1.0
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stop.wait(), MAINTENANCE_SECONDS)
@@ -129,6 +130,7 @@ class Services:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+        await self.recovery.drain()
         await self.planner.close()
         await self.rooms.close_background()
         await self.mail.close()

@@ -34,6 +34,7 @@ async def _register_page(
     form: dict[str, str],
     errors: dict[str, list[ErrorCode]],
     status: int = 200,
+    error: str | None = None,
 ) -> web.Response:
     companies = await list_companies(services(request).db, only_active=True)
     return render(
@@ -43,6 +44,7 @@ async def _register_page(
         form=form,
         errors=errors,
         company_options=[(str(c.id), c.name) for c in companies],
+        error=error,
     )
 
 
@@ -57,7 +59,12 @@ async def register_form(request: web.Request) -> web.StreamResponse:
 async def register_submit(request: web.Request) -> web.StreamResponse:
     form = await form_data(request)
     try:
-        await services(request).accounts.do_register(form)
+        await services(request).accounts.do_register(form, client_address(request))
+    except Throttled as exc:
+        text = ctx(request).error_text(exc.code, seconds=exc.retry_after)
+        response = await _register_page(request, keep(form), {}, status=429, error=text)
+        response.headers["Retry-After"] = str(exc.retry_after)
+        return response
     except FieldErrors as exc:
         return await _register_page(request, keep(form), exc.fields, status=422)
     raise web.HTTPSeeOther("/register/done")
