@@ -35,6 +35,7 @@ from redis.exceptions import RedisError
 from redis.retry import Retry
 
 from core.errors import ConciliaError, ErrorCode, UserError
+from core.outage import RETRY_AFTER_SECONDS, dependency_down
 from media.room import Layout, MediaRoom, MediaRooms
 from rooms.room import CONCILIATOR, IN, Emit, Rooms, account_audience, side_audience
 from signaling import protocol as p
@@ -90,6 +91,11 @@ class Connection:
 
 def error(code: ErrorCode | str, **params: Any) -> dict[str, Any]:
     return {"ok": False, "error": {"code": str(code), "params": params}}
+
+
+def unavailable(dependency: str) -> dict[str, Any]:
+    """The ack of an event that failed because ``dependency`` (database, Redis) is down."""
+    return error(ErrorCode.UNAVAILABLE, dependency=dependency, retry_after=RETRY_AFTER_SECONDS)
 
 
 def refused(code: ErrorCode) -> socketio.exceptions.ConnectionRefusedError:
@@ -237,6 +243,22 @@ class Signaling(socketio.AsyncNamespace):  # type: ignore[misc]
     # ---- connecting ------------------------------------------------------------------------
 
     async def on_connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> None:
+        try:
+            await self._connect(sid, environ, auth)
+        except socketio.exceptions.ConnectionRefusedError:
+            raise
+        except Exception as exc:
+            dependency = dependency_down(exc)
+            if dependency is None:
+                raise
+            self._connections.pop(sid, None)
+            log.warning("connection refused: %s unavailable (%s)", dependency, type(exc).__name__)
+            raise socketio.exceptions.ConnectionRefusedError(
+                ErrorCode.UNAVAILABLE.value,
+                {"code": ErrorCode.UNAVAILABLE.value, "dependency": dependency},
+            ) from None
+
+    async def _connect(self, sid: str, environ: dict[str, Any], auth: Any) -> None:
         request: web.Request = environ["aiohttp.request"]
         account_id = await self._account_of(request)
         if account_id is None:
@@ -313,7 +335,19 @@ class Signaling(socketio.AsyncNamespace):  # type: ignore[misc]
             return error(exc.code, **{k: str(v) for k, v in exc.params.items()})
         except MediaElsewhere as exc:
             return error(MEDIA_ELSEWHERE, url=exc.url)
-        except Exception:
+        except Exception as exc:
+            dependency = dependency_down(exc)
+            if dependency is not None:
+                # Not a bug: the client may try again (a ``say`` with the same client_id is
+                # stored once).
+                log.warning(
+                    "event %s in meeting %s: %s unavailable (%s)",
+                    event,
+                    connection.meeting_id,
+                    dependency,
+                    type(exc).__name__,
+                )
+                return unavailable(dependency)
             log.exception("event %s failed in meeting %s", event, connection.meeting_id)
             return error(ErrorCode.INTERNAL)
         return {"ok": True, **(answer or {})}
@@ -709,14 +743,19 @@ def build_server(
     channel: str = "concilia-meeting",
     on_back: Callable[[], Awaitable[None]] | None = None,
     extra_origins: Sequence[str] = (),
+    ping_interval: float = 25.0,
+    ping_timeout: float = 20.0,
 ) -> socketio.AsyncServer:
-    """The Socket.IO server: the service's own origin only, small frames, JSON between nodes."""
+    """The Socket.IO server: the service's own origin only, small frames, JSON between nodes,
+    a heartbeat every ``ping_interval`` seconds answered within ``ping_timeout``."""
     manager = FanOut(redis_url, channel, on_back) if redis_url else socketio.AsyncManager()
     return socketio.AsyncServer(
         async_mode="aiohttp",
         client_manager=manager,
         cors_allowed_origins=[origin_of(public_url), *extra_origins],
         max_http_buffer_size=FRAME_MAX,
+        ping_interval=ping_interval,
+        ping_timeout=ping_timeout,
         json=OrJson,
         logger=False,
         engineio_logger=False,
