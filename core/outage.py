@@ -9,6 +9,8 @@ else stays an internal error, logged with its traceback.
 from __future__ import annotations
 
 import asyncio
+import logging
+import sys
 import types
 
 import asyncpg
@@ -71,3 +73,15 @@ def dependency_down(exc: BaseException) -> str | None:
             return found
         current = current.__cause__ or current.__context__
     return None
+
+
+def log_failure(logger: logging.Logger, message: str, *args: object) -> None:
+    """Log the exception being handled: one warning line naming the dependency when it is an
+    outage (the node's dependency watch tells when it started and ended), the traceback
+    otherwise. Call it from an ``except`` block."""
+    exc = sys.exc_info()[1]
+    dependency = dependency_down(exc) if exc is not None else None
+    if dependency is None:
+        logger.exception(message, *args)
+        return
+    logger.warning(message + " (%s unavailable: %s)", *args, dependency, type(exc).__name__)

@@ -35,7 +35,7 @@ from redis.exceptions import RedisError
 from redis.retry import Retry
 
 from core.errors import ConciliaError, ErrorCode, UserError
-from core.outage import RETRY_AFTER_SECONDS, dependency_down
+from core.outage import RETRY_AFTER_SECONDS, dependency_down, log_failure
 from media.room import Layout, MediaRoom, MediaRooms
 from rooms.room import CONCILIATOR, IN, Emit, Rooms, account_audience, side_audience
 from signaling import protocol as p
@@ -230,13 +230,13 @@ class Signaling(socketio.AsyncNamespace):  # type: ignore[misc]
                 if closed:
                     log.info("closed %d connections that lost their access", closed)
             except Exception:
-                log.exception("the connections' access sweep failed")
+                log_failure(log, "the connections' access sweep failed")
             try:
                 reaped = await self.reap()
                 if reaped:
                     log.info("recorded the departure of %d connections of a dead node", reaped)
             except Exception:
-                log.exception("the dead nodes' connections could not be recorded as gone")
+                log_failure(log, "the dead nodes' connections could not be recorded as gone")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), SWEEP_SECONDS)
 
@@ -281,6 +281,8 @@ class Signaling(socketio.AsyncNamespace):  # type: ignore[misc]
         connection = self._connections.pop(sid, None)
         if connection is None:
             return
+        # A client whose network went away shows here as "ping timeout" (CONCILIA_SOCKET_PING_*).
+        log.info("connection %s left meeting %s (%s)", sid, connection.meeting_id, reason)
         await self.presence.remove(connection.meeting_id, sid)
         if connection.entered:
             try:
@@ -291,7 +293,9 @@ class Signaling(socketio.AsyncNamespace):  # type: ignore[misc]
                         connection.account_id, connection.meeting_id, online=False
                     )
             except Exception:
-                log.exception("could not record a departure from meeting %s", connection.meeting_id)
+                log_failure(
+                    log, "could not record a departure from meeting %s", connection.meeting_id
+                )
 
     async def _enter(self, sid: str, meeting_id: uuid.UUID, audiences: Sequence[str]) -> None:
         """Put the connection in exactly ``audiences`` of its meeting."""
