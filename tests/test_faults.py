@@ -57,7 +57,7 @@ from deploy.cluster import (
 from rooms.models import RoomMessage
 from scheduling.bookings import Meeting
 from tests.services import unavailable
-from tests.support import PDF
+from tests.support import CSRF_RE, GOOD_PASSWORD, PDF
 from tests.test_room_cluster import OPEN_AT, make_world
 from web.context import SESSION_COOKIE
 
@@ -71,6 +71,7 @@ PING_TIMEOUT = 3
 CUT_SECONDS = 30.0
 PATIENCE = 40.0  # seconds for one recovery on a busy two-core machine
 TALK_EVERY = 0.3  # seconds between two messages of one participant
+SIGN_INS = 16  # sign-ins of the representative until its session lands on the other node
 
 
 # ---- PostgreSQL and Redis of the test's own ---------------------------------------------------
@@ -407,6 +408,19 @@ class Party:
             await self.say(f"{self.who} {i}")
             await asyncio.sleep(TALK_EVERY)
 
+    async def sign_in(self, username: str) -> None:
+        """A new portal session through the login form (nginx may hash it to another node)."""
+        self.http.cookie_jar.clear()
+        async with self.http.get(f"{self.base}/login") as resp:
+            found = CSRF_RE.search(await resp.text())
+        assert found
+        async with self.http.post(
+            f"{self.base}/login",
+            data={"username": username, "password": GOOD_PASSWORD, "csrf_token": found.group(1)},
+            allow_redirects=False,
+        ) as resp:
+            assert resp.status == 303, await resp.text()
+
     async def csrf(self) -> str:
         async with self.http.get(f"{self.base}/api/v1/me") as resp:
             if resp.status == 503:
@@ -583,6 +597,15 @@ async def test_the_meeting_survives_redis_postgres_a_node_and_a_network_cut(rig:
     talkers: list[asyncio.Task[None]] = []
     uploads: dict[str, str] = {}  # description → document id, acknowledged
     try:
+        # The two parties on two nodes (nginx hashes the session cookie): the representative
+        # signs in again until its session lands on the other node.
+        await customer.token()
+        for _ in range(SIGN_INS):
+            await rep.token()
+            if rep.node != customer.node:
+                break
+            await rep.sign_in("azienda")
+        assert rep.node != customer.node, f"{SIGN_INS} sessions all hashed to {rep.node}"
         # The meeting: the conciliator opens the room, admits both parties; all talk.
         await chair.connect()
         await chair.join()
