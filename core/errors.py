@@ -24,6 +24,7 @@ class ErrorCode(StrEnum):
     RATE_LIMITED = "rate_limited"
     CONFLICT = "conflict"
     INTERNAL = "internal"  # our fault, logged; the client may retry
+    UNAVAILABLE = "unavailable"  # a dependency (database, Redis) is down: retry later
     # identity fields
     TAX_CODE_INVALID = "tax_code_invalid"
     VAT_INVALID = "vat_invalid"

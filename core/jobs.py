@@ -24,6 +24,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from core.clock import Clock
 from core.db import Base, Database, UTCDateTime
+from core.outage import log_failure
 
 log = logging.getLogger(__name__)
 
@@ -157,6 +158,6 @@ class JobRunner:
             try:
                 await self.run_due()
             except Exception:
-                log.exception("job pass failed")
+                log_failure(log, "job pass failed")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), every)

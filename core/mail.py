@@ -25,6 +25,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from core.clock import Clock
 from core.db import Base, Database, UTCDateTime
+from core.outage import log_failure
 from core.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -153,7 +154,7 @@ class MailWorker:
             except asyncio.CancelledError:
                 raise
             except Exception:
-                log.exception("mail worker pass failed; retrying in %.0f s", backoff)
+                log_failure(log, "mail worker pass failed; retrying in %.0f s", backoff)
                 self.idle.set()
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 60.0)

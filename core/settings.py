@@ -42,6 +42,11 @@ class Settings(BaseSettings):
     redis_url: str | None = None
     redis_prefix: str = "concilia"
     presence_ttl_seconds: int = Field(30, ge=3)  # a node silent this long counts as gone
+    # Socket.IO heartbeat: the server pings every interval and closes a connection whose pong
+    # is later than the timeout, so a client whose network went away leaves the room (and its
+    # presence) within their sum instead of when TCP gives up, minutes later.
+    socket_ping_interval_seconds: float = Field(25.0, gt=0, le=300)
+    socket_ping_timeout_seconds: float = Field(20.0, gt=0, le=300)
     public_url: str = "http://127.0.0.1:8080"
     # This node's own base URL, where clients reach its media signaling when it hosts a
     # meeting's video (several nodes behind one public URL); default: ``public_url``.

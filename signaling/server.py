@@ -34,6 +34,7 @@ from redis.exceptions import RedisError
 from redis.retry import Retry
 
 from core.errors import ConciliaError, ErrorCode, ProtocolError, UserError
+from core.outage import RETRY_AFTER_SECONDS, dependency_down, log_failure
 from media.room import Layout, MediaRoom, MediaRooms
 from rooms.room import CONCILIATOR, IN, Emit, Rooms, account_audience, side_audience
 from signaling import protocol as p
@@ -89,6 +90,11 @@ class Connection:
 
 def error(code: ErrorCode | str, **params: Any) -> dict[str, Any]:
     return {"ok": False, "error": {"code": str(code), "params": params}}
+
+
+def unavailable(dependency: str) -> dict[str, Any]:
+    """The ack of an event that failed because ``dependency`` (database, Redis) is down."""
+    return error(ErrorCode.UNAVAILABLE, dependency=dependency, retry_after=RETRY_AFTER_SECONDS)
 
 
 def refused(code: ErrorCode) -> socketio.exceptions.ConnectionRefusedError:
@@ -227,19 +233,35 @@ class Signaling(socketio.AsyncNamespace):  # type: ignore[misc]
                 if closed:
                     log.info("closed %d connections that lost their access", closed)
             except Exception:
-                log.exception("the connections' access sweep failed")
+                log_failure(log, "the connections' access sweep failed")
             try:
                 reaped = await self.reap()
                 if reaped:
                     log.info("recorded the departure of %d connections of a dead node", reaped)
             except Exception:
-                log.exception("the dead nodes' connections could not be recorded as gone")
+                log_failure(log, "the dead nodes' connections could not be recorded as gone")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), SWEEP_SECONDS)
 
     # ---- connecting ------------------------------------------------------------------------
 
     async def on_connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> None:
+        try:
+            await self._connect(sid, environ, auth)
+        except socketio.exceptions.ConnectionRefusedError:
+            raise
+        except Exception as exc:
+            dependency = dependency_down(exc)
+            if dependency is None:
+                raise
+            self._connections.pop(sid, None)
+            log.warning("connection refused: %s unavailable (%s)", dependency, type(exc).__name__)
+            raise socketio.exceptions.ConnectionRefusedError(
+                ErrorCode.UNAVAILABLE.value,
+                {"code": ErrorCode.UNAVAILABLE.value, "dependency": dependency},
+            ) from None
+
+    async def _connect(self, sid: str, environ: dict[str, Any], auth: Any) -> None:
         request: web.Request = environ["aiohttp.request"]
         account_id = await self._account_of(request)
         if account_id is None:
@@ -262,6 +284,8 @@ class Signaling(socketio.AsyncNamespace):  # type: ignore[misc]
         connection = self._connections.pop(sid, None)
         if connection is None:
             return
+        # A client whose network went away shows here as "ping timeout" (CONCILIA_SOCKET_PING_*).
+        log.info("connection %s left meeting %s (%s)", sid, connection.meeting_id, reason)
         await self.presence.remove(connection.meeting_id, sid)
         if connection.entered:
             try:
@@ -272,7 +296,9 @@ class Signaling(socketio.AsyncNamespace):  # type: ignore[misc]
                         connection.account_id, connection.meeting_id, online=False
                     )
             except Exception:
-                log.exception("could not record a departure from meeting %s", connection.meeting_id)
+                log_failure(
+                    log, "could not record a departure from meeting %s", connection.meeting_id
+                )
 
     async def _enter(self, sid: str, meeting_id: uuid.UUID, audiences: Sequence[str]) -> None:
         """Put the connection in exactly ``audiences`` of its meeting."""
@@ -315,7 +341,19 @@ class Signaling(socketio.AsyncNamespace):  # type: ignore[misc]
             return error(exc.code, **{k: str(v) for k, v in exc.params.items()})
         except MediaElsewhere as exc:
             return error(MEDIA_ELSEWHERE, url=exc.url)
-        except Exception:
+        except Exception as exc:
+            dependency = dependency_down(exc)
+            if dependency is not None:
+                # Not a bug: the client may try again (a ``say`` with the same client_id is
+                # stored once).
+                log.warning(
+                    "event %s in meeting %s: %s unavailable (%s)",
+                    event,
+                    connection.meeting_id,
+                    dependency,
+                    type(exc).__name__,
+                )
+                return unavailable(dependency)
             log.exception("event %s failed in meeting %s", event, connection.meeting_id)
             return error(ErrorCode.INTERNAL)
         return {"ok": True, **(answer or {})}
@@ -711,14 +749,19 @@ def build_server(
     channel: str = "concilia-meeting",
     on_back: Callable[[], Awaitable[None]] | None = None,
     extra_origins: Sequence[str] = (),
+    ping_interval: float = 25.0,
+    ping_timeout: float = 20.0,
 ) -> socketio.AsyncServer:
-    """The Socket.IO server: the service's own origin only, small frames, JSON between nodes."""
+    """The Socket.IO server: the service's own origin only, small frames, JSON between nodes,
+    a heartbeat every ``ping_interval`` seconds answered within ``ping_timeout``."""
     manager = FanOut(redis_url, channel, on_back) if redis_url else socketio.AsyncManager()
     return socketio.AsyncServer(
         async_mode="aiohttp",
         client_manager=manager,
         cors_allowed_origins=[origin_of(public_url), *extra_origins],
         max_http_buffer_size=FRAME_MAX,
+        ping_interval=ping_interval,
+        ping_timeout=ping_timeout,
         json=OrJson,
         logger=False,
         engineio_logger=False,

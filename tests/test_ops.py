@@ -19,7 +19,13 @@ async def test_healthz_and_readyz(env: Env) -> None:
         assert resp.status == 200 and (await resp.json()) == {"status": "ok"}
     async with env.client.get("/readyz") as resp:
         assert resp.status == 200
-        assert (await resp.json()) == {"status": "ready", "checks": {"database": "ok"}}
+        assert resp.headers["Cache-Control"] == "no-store"
+        assert (await resp.json()) == {
+            "status": "ready",
+            "checks": {"database": "ok"},
+            "down": {},
+            "outages": [],
+        }
 
 
 async def test_metrics_in_prometheus_format(env: Env) -> None:
@@ -59,8 +65,17 @@ async def test_readyz_reports_redis_down(
     client = await aiohttp_client(create_app(settings, background=False))
     async with client.get("/readyz") as resp:
         assert resp.status == 503
+        assert resp.headers["Retry-After"] == "5"
         body = await resp.json()
     assert body["checks"] == {"database": "ok", "redis": "unreachable"}
+    assert body["error"] == {"code": "unavailable", "params": {"dependency": ["redis"]}}
+    assert body["down"]["redis"]["error"].startswith("ConnectionError")
+    # A request that needs Redis (the session store) is a clear 503, not a 500.
+    async with client.get("/api/v1/cases", headers={"Cookie": "concilia_session=x"}) as resp:
+        assert resp.status == 503
+        assert resp.headers["Retry-After"] == "5"
+        error = (await resp.json())["error"]
+    assert error["code"] == "unavailable" and error["params"] == {"dependency": "redis"}
 
 
 async def test_sessions_in_redis(

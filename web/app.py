@@ -23,6 +23,7 @@ from web.context import (
     session_account,
 )
 from web.context import SIGNALING as SIGNALING  # re-exported: tests reach the namespace
+from web.health import HEALTH, health_for
 from web.services import open_services
 from web.views import (
     account,
@@ -74,6 +75,8 @@ def create_app(
         settings.redis_url,
         channel=f"{settings.redis_prefix}-meeting",
         on_back=namespace.resync,
+        ping_interval=settings.socket_ping_interval_seconds,
+        ping_timeout=settings.socket_ping_timeout_seconds,
     )
     sio.register_namespace(namespace)
     sio.attach(app)
@@ -98,17 +101,24 @@ def create_app(
             namespace.presence.on_beat = namespace.refresh_pins
         if isinstance(sio.manager, FanOut):
             sio.manager.on_emit = namespace.room_event
+        health = health_for(
+            services.db.ping, services.redis.ping if services.redis is not None else None
+        )
+        app[HEALTH] = health
         stop = asyncio.Event()
-        sweeper = None
+        sweeper = watcher = None
         if background:
             services.start_background()
             sweeper = asyncio.create_task(namespace.sweep_forever(stop), name="room-sweep")
+            watcher = asyncio.create_task(health.watch(stop), name="dependency-watch")
         try:
             yield
         finally:
             stop.set()
             if sweeper is not None:
                 await sweeper
+            if watcher is not None:
+                await watcher
             await namespace.presence.close()
             await media.close()
             await namespace.drain()

@@ -23,6 +23,7 @@ from core.errors import (
 )
 from core.i18n import LANGUAGE_NAMES, LANGUAGES, negotiate
 from core.ids import keyed_hash, new_token, same
+from core.outage import RETRY_AFTER_SECONDS, dependency_down
 from signaling.server import Signaling
 from web.messages import message_for
 from web.services import Services
@@ -175,6 +176,7 @@ STATUS = {
     ErrorCode.ABSENCE_EXISTS: 409,
     ErrorCode.FILE_TOO_LARGE: 413,
     ErrorCode.FILES_TOO_LARGE: 413,
+    ErrorCode.UNAVAILABLE: 503,
 }
 
 
@@ -223,12 +225,48 @@ async def context_middleware(request: web.Request, handler: Handler) -> web.Stre
         else "unmatched"
     )
     # Socket.IO (``/socket.io/``) authenticates its own way: session cookie plus room token.
-    if request.path.startswith(("/static/", "/healthz", "/readyz", "/metrics", "/socket.io/")):
-        response = await handler(request)
-    else:
-        response = await _handle(request, svc, handler)
+    try:
+        if request.path.startswith(("/static/", "/healthz", "/readyz", "/metrics", "/socket.io/")):
+            response = await handler(request)
+        else:
+            response = await _handle(request, svc, handler)
+    except Exception as exc:
+        dependency = dependency_down(exc)
+        if dependency is None:
+            raise
+        response = unavailable_response(request, dependency, exc)
     svc.metrics.requests.labels(request.method, route, str(response.status)).inc()
     svc.metrics.latency.labels(route).observe(time.perf_counter() - started)
+    return response
+
+
+def unavailable_response(
+    request: web.Request, dependency: str, exc: BaseException
+) -> web.StreamResponse:
+    """A request that failed because ``dependency`` (database, Redis) is down: 503 with
+    ``Retry-After``, as JSON (``error.code`` ``unavailable``, ``error.params.dependency``)
+    for the API and whoever asks for JSON, as the error page for a browser. One log line,
+    no traceback: the outage itself is logged by the node's dependency watch."""
+    log.warning(
+        "%s %s: %s unavailable (%s: %s)",
+        request.method,
+        request.path,
+        dependency,
+        type(exc).__name__,
+        str(exc)[:200],
+    )
+    params: dict[str, object] = {"dependency": dependency}
+    if wants_json(request) or "application/json" in request.headers.get("Accept", ""):
+        context: Ctx | None = request.get(CTX_KEY)
+        text = (context or Ctx(services(request), "it")).error_text(ErrorCode.UNAVAILABLE)
+        response: web.StreamResponse = web.json_response(
+            {"error": {"code": ErrorCode.UNAVAILABLE.value, "message": text, "params": params}},
+            status=503,
+        )
+    else:
+        response = error_response(request, ErrorCode.UNAVAILABLE, params=params)
+    response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+    response.headers["Cache-Control"] = "no-store"
     return response
 
 

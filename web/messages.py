@@ -19,6 +19,7 @@ MESSAGES: dict[ErrorCode, str] = {
     ErrorCode.RATE_LIMITED: N_("Too many requests: wait a moment and try again."),
     ErrorCode.CONFLICT: N_("This cannot be done in the current state."),
     ErrorCode.INTERNAL: N_("Something went wrong on our side: please try again."),
+    ErrorCode.UNAVAILABLE: N_("The service is briefly unavailable: try again in a few seconds."),
     ErrorCode.TAX_CODE_INVALID: N_(
         "This is not a valid codice fiscale: check the 16 characters, the last is a check letter."
     ),

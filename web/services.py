@@ -31,6 +31,7 @@ from core.db import Database
 from core.i18n import I18n
 from core.jobs import JobRunner
 from core.mail import MailWorker
+from core.outage import log_failure
 from core.settings import Settings
 from rooms.filing import MinutesClerk
 from rooms.room import MINUTES_JOB, Rooms
@@ -113,7 +114,7 @@ class Services:
             except asyncio.CancelledError:
                 raise
             except Exception:
-                log.exception("maintenance pass failed; retrying in %.0f s", backoff)
+                log_failure(log, "maintenance pass failed; retrying in %.0f s", backoff)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, MAINTENANCE_SECONDS)
 

@@ -72,6 +72,10 @@
     participants: new Map(),
     messages: new Map(),
     lastSeq: 0,
+    // Every message up to this seq that the page may read is held: it came in a snapshot, or
+    // arrived after all the ones before it. A rejoin asks for what follows it, not lastSeq: a
+    // message may have been lost on its way (a node or Redis outage) while later ones arrived.
+    syncedSeq: 0,
     full: false, // the snapshot held is an admitted one (with messages)
     joining: 0, // joins sent and not yet answered
     early: [], // events that arrived while a join was being answered
@@ -81,6 +85,8 @@
     over: false, // ended or removed: no reconnection
     signedOut: false,
     tokenRetries: 0,
+    unavailable: 0, // connection attempts refused in a row because the service was down
+    tokenDown: false, // the last room token request met a 503
     documents: data.documents || [],
   };
 
@@ -97,6 +103,12 @@
       state.signedOut = true;
       throw new Error("signed out");
     }
+    if (response.status === 503) {
+      // The database or Redis is down for a moment: the connection is tried again later.
+      state.tokenDown = true;
+      throw new Error("unavailable");
+    }
+    state.tokenDown = false;
     if (!response.ok) throw new Error("token " + response.status);
     return (await response.json()).token;
   }
@@ -155,9 +167,19 @@
 
   socket.on("connect", () => {
     state.tokenRetries = 0;
+    state.unavailable = 0;
     $("room-error").hidden = true;
     setConnection(T.connected);
-    join(state.full ? { after: state.lastSeq } : {});
+    join(state.full ? { after: state.syncedSeq } : {});
+  });
+
+  // A node whose Redis came back: events of other nodes may have been lost meanwhile, so ask
+  // again for what follows the last gap-free seq (and, in the lobby, for the lobby's state: an
+  // admission may have been among them). A party turned away knocks again only by its button.
+  socket.on("resync", () => {
+    if (state.over || !socket.connected) return;
+    if (state.full) join({ after: state.syncedSeq });
+    else if (state.me && state.me.state === "waiting") join({});
   });
 
   socket.on("connect_error", (error) => {
@@ -165,6 +187,16 @@
     if (socket.active) {
       // A transport failure: the client tries again by itself, with a new token.
       setConnection(T.reconnecting);
+      return;
+    }
+    if (code === "unavailable" || state.tokenDown) {
+      // The service is down for a moment (database, Redis): try again, backing off to 10 s.
+      state.unavailable += 1;
+      setConnection(T.reconnecting);
+      const wait = Math.min(1000 * 2 ** Math.min(state.unavailable, 4), 10000);
+      window.setTimeout(() => {
+        if (!state.over && !socket.connected) socket.connect();
+      }, wait);
       return;
     }
     if (state.signedOut || code === "unauthenticated") {
@@ -265,11 +297,17 @@
       if (!resumed) {
         state.messages.clear();
         state.lastSeq = 0;
+        state.syncedSeq = 0;
         $("messages").replaceChildren();
       }
       state.participants.clear();
       for (const one of snapshot.participants) state.participants.set(one.id, one);
       for (const message of snapshot.messages) addMessage(message);
+      // The snapshot holds every message after `after` the account may read (the last ones
+      // when it was not resumed): nothing before its last one is missing any more.
+      for (const message of snapshot.messages) {
+        state.syncedSeq = Math.max(state.syncedSeq, message.seq);
+      }
       state.agreement = snapshot.agreement;
       state.full = true;
     } else {
@@ -438,6 +476,7 @@
     if (state.messages.has(message.seq)) return;
     state.messages.set(message.seq, message);
     state.lastSeq = Math.max(state.lastSeq, message.seq);
+    while (state.messages.has(state.syncedSeq + 1)) state.syncedSeq += 1;
     const log = $("messages");
     const nearBottom = log.scrollHeight - log.scrollTop - log.clientHeight < 80;
     const item = messageItem(message);

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import ipaddress
 import logging
 
@@ -10,11 +9,12 @@ from aiohttp import web
 
 from core.errors import ErrorCode, UserError
 from core.mail import list_outbox
+from core.outage import RETRY_AFTER_SECONDS
 from web.context import render, services
+from web.health import HEALTH
 
 routes = web.RouteTableDef()
 log = logging.getLogger(__name__)
-PROBE_TIMEOUT = 3.0
 
 
 @routes.get("/healthz")
@@ -24,26 +24,22 @@ async def healthz(_request: web.Request) -> web.StreamResponse:
 
 @routes.get("/readyz")
 async def readyz(request: web.Request) -> web.StreamResponse:
-    svc = services(request)
-    checks: dict[str, str] = {}
-    try:
-        await asyncio.wait_for(svc.db.ping(), PROBE_TIMEOUT)
-        checks["database"] = "ok"
-    except Exception as exc:
-        log.warning("readiness: database unreachable (%s)", type(exc).__name__)
-        checks["database"] = "unreachable"
-    if svc.redis is not None:
-        try:
-            await asyncio.wait_for(svc.redis.ping(), PROBE_TIMEOUT)
-            checks["redis"] = "ok"
-        except Exception as exc:
-            log.warning("readiness: redis unreachable (%s)", type(exc).__name__)
-            checks["redis"] = "unreachable"
-    ready = all(v == "ok" for v in checks.values())
-    return web.json_response(
-        {"status": "ready" if ready else "not ready", "checks": checks},
-        status=200 if ready else 503,
-    )
+    """200 when the database and Redis answer; 503 naming what does not (the probes are real
+    and shared, at most about one a second: see ``web.health``), with the outages under way
+    and the last ones that ended."""
+    health = request.app[HEALTH]
+    checks = await health.check()
+    down = sorted(name for name, state in checks.items() if state != "ok")
+    body: dict[str, object] = {"status": "not ready" if down else "ready", "checks": checks}
+    body.update(health.report())
+    if down:
+        body["error"] = {"code": ErrorCode.UNAVAILABLE.value, "params": {"dependency": down}}
+        response = web.json_response(body, status=503)
+        response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+    else:
+        response = web.json_response(body)
+    response.headers["Cache-Control"] = "no-store"
+    return response
 
 
 @routes.get("/metrics")

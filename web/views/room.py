@@ -44,6 +44,7 @@ ROOM_ERRORS = (
     ErrorCode.NOT_FOUND,
     ErrorCode.ACCOUNT_DISABLED,
     ErrorCode.INTERNAL,
+    ErrorCode.UNAVAILABLE,
     ErrorCode.FORBIDDEN,
     ErrorCode.REQUIRED,
     ErrorCode.TOO_LONG,
