@@ -460,6 +460,7 @@ async def test_the_whole_journey_through_the_pages(
     await page.goto(link_in(text_of(verify), "/verify/"))
     await applicant.check("verify")
     await page.click("main form button[type=submit]")
+    await expect(page.locator("main .alert-success")).to_be_visible()
     await applicant.check("verified")
 
     # 3. Signed in with the keyboard alone.
@@ -520,8 +521,10 @@ async def test_the_whole_journey_through_the_pages(
     await expect(page.locator("#required-documents .bg-danger")).to_have_count(0)
     await applicant.check("summary-attached")
     await page.click(f"form[action='/cases/{case}/submit'] button[type=submit]")
-    await page.wait_for_url(f"**/cases/{case}**")
-    code = (await page.locator("h1").inner_text()).split()[-1]
+    await page.wait_for_url(re.compile(rf"/cases/{case}(\?submitted=1)?$"))
+    code = await page.locator("h1 .mono").inner_text()
+    assert re.fullmatch(r"CONC-2026-\d{6}", code), code
+    await expect(page.locator("#case-status")).to_have_text("Inviata")
     await applicant.check("case-submitted")
 
     # 6. The help desk admits the case, from its pages.
