@@ -394,7 +394,11 @@ class LossDetector:
 
     def add(self, sequence_number: int) -> list[int]:
         """Record an arrival; return the sequence numbers newly found missing."""
-        if self._highest is None:
+        highest = self._highest
+        if highest is not None and sequence_number == (highest + 1) & 0xFFFF:
+            self._highest = sequence_number  # the usual case: the next one, in order
+            return []
+        if highest is None:
             self._highest = sequence_number
             return []
         if not seq_newer(sequence_number, self._highest):
