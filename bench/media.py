@@ -48,6 +48,7 @@ from bench.upload import Processes, tail
 
 ROOT = Path(__file__).resolve().parents[1]
 TICK = os.sysconf("SC_CLK_TCK")
+FPS = 30.0  # the publishers' frame rate
 FPS_FLOOR = 29.0
 LOAD_CEILING = 90.0  # % of a core: past this the load process, not the server, is the limit
 LATE_MS = 100.0  # the replay's timer this late: the load process was starved
@@ -169,7 +170,11 @@ def fanout(
             runs[name].append(stats)
     out: dict[str, Any] = {}
     for name, found in runs.items():
-        per_track, intercept = slope([(r["subscribers"], r["server_cpu_pct"]) for r in found])
+        # Over the video tracks delivered at full pace (K × fps / 30): a server the machine
+        # starves delivers fewer frames and spends less, and must not look cheaper for it.
+        per_track, intercept = slope(
+            [(r["subscribers"] * r["fps_median"] / FPS, r["server_cpu_pct"]) for r in found]
+        )
         out[name] = {
             "cpu_per_video_track_pct": round(per_track, 3),
             "publisher_cpu_pct": round(intercept, 2),
