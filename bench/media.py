@@ -10,8 +10,9 @@ load process's aiortc peers replay those RTP payloads, so no encoder runs in the
    forward``: ``media.room.MediaRooms``) and, in the same run, step by step, against the peer
    (``--mode relay``: aiortc's ``MediaRelay``, decoding once and encoding per subscriber).
    The server's CPU (``/proc/<pid>/stat``, user + system) is read over a window of
-   ``--seconds`` after a warm-up; its slope over K is the cost of one more subscriber's
-   video track (with its audio). The subscribers count the video frames that arrive
+   ``--seconds`` after a warm-up; its slope over the video tracks delivered at full pace
+   (K × fps / 30: a starved server spends less and delivers less) is the cost of one more
+   subscriber's video track (with its audio). The subscribers count the video frames that arrive
    complete and in order (``fps``); the first one decodes what it kept at the end and reads
    the frame counters back.
 2. **Three-party meetings**: M meetings at once (M stepped up), each participant publishing
@@ -20,7 +21,8 @@ load process's aiortc peers replay those RTP payloads, so no encoder runs in the
    arrives at 29 fps or more. The machine may not host enough clients to fill a core (the
    load process's own CPU is shown at each step; stepping stops when it nears a core): the
    meetings a core holds are then extrapolated from the cost of a meeting at the largest
-   step that passed, and the output says so (``rooms_per_core_extrapolated``).
+   step that passed (its CPU less the idle server's, over the share of the packets that
+   arrived), and the output says so (``rooms_per_core_extrapolated``).
 
     python -m bench.media [--quick] [--seconds 10] [--warmup 4] [--subscribers 1,2,4]
                           [--rooms 4,8,12,16,24,32] [--only fanout|rooms] [--keep]
