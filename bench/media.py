@@ -10,8 +10,9 @@ load process's aiortc peers replay those RTP payloads, so no encoder runs in the
    forward``: ``media.room.MediaRooms``) and, in the same run, step by step, against the peer
    (``--mode relay``: aiortc's ``MediaRelay``, decoding once and encoding per subscriber).
    The server's CPU (``/proc/<pid>/stat``, user + system) is read over a window of
-   ``--seconds`` after a warm-up; its slope over K is the cost of one more subscriber's
-   video track (with its audio). The subscribers count the video frames that arrive
+   ``--seconds`` after a warm-up; its slope over the video tracks delivered at full pace
+   (K × fps / 30: a starved server spends less and delivers less) is the cost of one more
+   subscriber's video track (with its audio). The subscribers count the video frames that arrive
    complete and in order (``fps``); the first one decodes what it kept at the end and reads
    the frame counters back.
 2. **Three-party meetings**: M meetings at once (M stepped up), each participant publishing
@@ -20,7 +21,8 @@ load process's aiortc peers replay those RTP payloads, so no encoder runs in the
    arrives at 29 fps or more. The machine may not host enough clients to fill a core (the
    load process's own CPU is shown at each step; stepping stops when it nears a core): the
    meetings a core holds are then extrapolated from the cost of a meeting at the largest
-   step that passed, and the output says so (``rooms_per_core_extrapolated``).
+   step that passed (its CPU less the idle server's, over the share of the packets that
+   arrived), and the output says so (``rooms_per_core_extrapolated``).
 
     python -m bench.media [--quick] [--seconds 10] [--warmup 4] [--subscribers 1,2,4]
                           [--rooms 4,8,12,16,24,32] [--only fanout|rooms] [--keep]
@@ -48,6 +50,7 @@ from bench.upload import Processes, tail
 
 ROOT = Path(__file__).resolve().parents[1]
 TICK = os.sysconf("SC_CLK_TCK")
+FPS = 30.0  # the publishers' frame rate
 FPS_FLOOR = 29.0
 LOAD_CEILING = 90.0  # % of a core: past this the load process, not the server, is the limit
 LATE_MS = 100.0  # the replay's timer this late: the load process was starved
@@ -169,7 +172,11 @@ def fanout(
             runs[name].append(stats)
     out: dict[str, Any] = {}
     for name, found in runs.items():
-        per_track, intercept = slope([(r["subscribers"], r["server_cpu_pct"]) for r in found])
+        # Over the video tracks delivered at full pace (K × fps / 30): a server the machine
+        # starves delivers fewer frames and spends less, and must not look cheaper for it.
+        per_track, intercept = slope(
+            [(r["subscribers"] * r["fps_median"] / FPS, r["server_cpu_pct"]) for r in found]
+        )
         out[name] = {
             "cpu_per_video_track_pct": round(per_track, 3),
             "publisher_cpu_pct": round(intercept, 2),

@@ -84,6 +84,7 @@ RR_INTERVAL_MS = 1000  # receiver reports to a publisher, while its packets arri
 REMB_FRESH = 5.0  # a subscriber's bandwidth estimate counts this long
 REMB_INTERVAL = 0.5  # at most this often upstream, unless the estimate drops
 HISTORY = 512  # packets a video slot keeps to answer NACKs (a power of two)
+JOIN_WINDOW = 1024  # packets after joining a source during which older ones are refused
 ERROR_LOG_INTERVAL = 10.0
 
 
@@ -457,6 +458,7 @@ class OutboundSlot:
         # Where this slot's numbering stands; a new source continues from here.
         self._synced = False
         self._start = 0  # the source's first sequence number since the last sync
+        self._joining = False  # still close enough to the start to meet older packets
         self._seq_offset = 0
         self._ts_offset = 0
         self._clock = 90000 if self.video else 48000
@@ -577,8 +579,13 @@ class OutboundSlot:
         seq = packet.sequence_number
         if not self._synced:
             self._sync(packet, arrival_ms)
-        elif seq != self._start and not seq_newer(seq, self._start):
-            return  # from before this slot joined the source: the subscriber never had it
+        elif self._joining:
+            if seq != self._start and not seq_newer(seq, self._start):
+                return  # from before this slot joined the source: the subscriber never had it
+            # Far enough past the join, no packet from before it can still come (and the
+            # comparison would wrap around after 32768 packets): stop asking.
+            if (seq - self._start) & 0xFFFF >= JOIN_WINDOW:
+                self._joining = False
         out_seq = (seq + self._seq_offset) & 0xFFFF
         out_ts = (packet.timestamp + self._ts_offset) & 0xFFFFFFFF
         header = self._writer.write(
@@ -605,6 +612,7 @@ class OutboundSlot:
         advance = max(1, elapsed * self._clock // 1000)
         self._ts_offset = (self._last_ts + advance - packet.timestamp) & 0xFFFFFFFF
         self._start = packet.sequence_number
+        self._joining = True
         self._synced = True
         self.waiting = False
 

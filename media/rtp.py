@@ -394,15 +394,19 @@ class LossDetector:
 
     def add(self, sequence_number: int) -> list[int]:
         """Record an arrival; return the sequence numbers newly found missing."""
-        if self._highest is None:
+        highest = self._highest
+        if highest is not None and sequence_number == (highest + 1) & 0xFFFF:
+            self._highest = sequence_number  # the usual case: the next one, in order
+            return []
+        if highest is None:
             self._highest = sequence_number
             return []
-        if not seq_newer(sequence_number, self._highest):
+        if not seq_newer(sequence_number, highest):
             self.missing.discard(sequence_number)
             return []
-        gap = (sequence_number - self._highest - 1) & 0xFFFF
+        gap = (sequence_number - highest - 1) & 0xFFFF
         first = max(0, gap - self.LIMIT)  # a long gap: only its recent end is worth asking
-        new = [(self._highest + 1 + i) & 0xFFFF for i in range(first, gap)]
+        new = [(highest + 1 + i) & 0xFFFF for i in range(first, gap)]
         self._highest = sequence_number
         self.missing.update(new)
         if len(self.missing) > self.LIMIT:

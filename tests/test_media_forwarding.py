@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import itertools
 from typing import Any, cast
 
 import pytest
@@ -299,6 +300,22 @@ async def test_packets_from_before_the_join_are_not_sent() -> None:
     source.handle(media(9, 0, vp8(False)), 0)  # late, before the keyframe
     source.handle(media(11, 0, vp8(False)), 0)
     assert len(downstream.rtp()) == 2
+
+
+async def test_a_long_stream_keeps_flowing_across_sequence_number_wrap() -> None:
+    # Half the sequence number space after the join (32768 packets, minutes of video),
+    # packets must not start to look older than the join point.
+    source, _ = publisher(video_codecs(96))
+    slot, downstream = await subscriber(video_codecs(96))
+    slot.bind(source)
+    count = 70_000
+    for i in range(count):
+        source.handle(media((65_000 + i) & 0xFFFF, 3000 * (i // 4), vp8(i == 0)), i // 4)
+    sent = downstream.rtp()
+    assert len(sent) == count
+    assert all(
+        (b.sequence_number - a.sequence_number) & 0xFFFF == 1 for a, b in itertools.pairwise(sent)
+    )
 
 
 async def test_nack_is_answered_from_the_slot_history_as_rtx() -> None:
