@@ -254,7 +254,8 @@ async def bounded(page: Page, script: str, patience: float = 60) -> Any:
 async def axe_clean(page: Page, step: str) -> None:
     """axe-core's WCAG 2.1 A/AA rules on the page: no serious or critical violation."""
     if not await page.evaluate("typeof window.axe !== 'undefined'"):
-        await page.add_script_tag(url=AXE_PATH)
+        # Bounded too: add_script_tag waits for the script's load event without a timeout.
+        await asyncio.wait_for(page.add_script_tag(url=AXE_PATH), 60)
     # Playwright's evaluate has no timeout of its own: a page that never answers fails the test.
     result: dict[str, Any] = await bounded(
         page,
