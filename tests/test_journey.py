@@ -215,9 +215,9 @@ class Person:
         if self.viewport["width"] != PHONE["width"]:
             await self.page.set_viewport_size(PHONE)
         try:
-            width = await self.page.evaluate("document.documentElement.scrollWidth")
+            width = await bounded(self.page, "document.documentElement.scrollWidth")
             assert width <= PHONE["width"], f"{step}: {width} px wide at 390 px"
-            cut = await self.page.evaluate(CUT_CONTROLS)
+            cut = await bounded(self.page, CUT_CONTROLS)
             assert cut == [], f"{step}: controls cut off at 390 px: {cut}"
         finally:
             if self.viewport["width"] != PHONE["width"]:
@@ -243,11 +243,22 @@ CUT_CONTROLS = """() => {
 }"""
 
 
+async def bounded(page: Page, script: str, patience: float = 60) -> Any:
+    """``page.evaluate(script)`` within ``patience`` seconds."""
+    try:
+        return await asyncio.wait_for(page.evaluate(script), patience)
+    except TimeoutError:
+        raise AssertionError(f"{page.url} did not answer within {patience} s") from None
+
+
 async def axe_clean(page: Page, step: str) -> None:
     """axe-core's WCAG 2.1 A/AA rules on the page: no serious or critical violation."""
     if not await page.evaluate("typeof window.axe !== 'undefined'"):
-        await page.add_script_tag(url=AXE_PATH)
-    result: dict[str, Any] = await page.evaluate(
+        # Bounded too: add_script_tag waits for the script's load event without a timeout.
+        await asyncio.wait_for(page.add_script_tag(url=AXE_PATH), 60)
+    # Playwright's evaluate has no timeout of its own: a page that never answers fails the test.
+    result: dict[str, Any] = await bounded(
+        page,
         """async () => {
             const result = await axe.run(document, {
                 runOnly: {type: 'tag', values: ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa']},
@@ -257,7 +268,7 @@ async def axe_clean(page: Page, step: str) -> None:
                 .map(v => ({id: v.id, impact: v.impact, help: v.help,
                             nodes: v.nodes.slice(0, 5).map(n => n.target.join(' '))}));
             return {found, passed: result.passes.length};
-        }"""
+        }""",
     )
     found = result["found"]
     assert result["passed"] > 5, f"{step}: axe-core checked nothing: {result}"
@@ -562,6 +573,7 @@ async def test_the_whole_journey_through_the_pages(
     await tab_to(rep.page, rep.page.locator(f"form[action='/cases/{case}/confirm'] button"))
     await rep.page.keyboard.press("Enter")
     await expect(rep.page.locator(f"form[action='/cases/{case}/confirm']")).to_have_count(0)
+    await expect(rep.page.locator("main")).to_contain_text("partecipazione confermata")
     await upload(rep.page, "company_document", "risposta.pdf", "Risposta della società")
     await expect(rep.page.locator("a", has_text="risposta.pdf")).to_be_visible()
     await rep.check("company-document")
@@ -632,6 +644,11 @@ async def test_the_whole_journey_through_the_pages(
     await expect(rep.page.locator("#lobby-waiting")).to_be_visible()
     await chair.page.locator("#participants button[data-action=admit]").first.click()
     await expect(rep.page.locator("#inside")).to_be_visible()
+
+    # Only the filer attends for the applicant: the delegate, when there is one.
+    applicant_row = chair.page.locator(".participant", has_text="richiedente")
+    await expect(applicant_row).to_have_count(1)
+    await expect(applicant_row).to_contain_text(f"{filer.first_name} {filer.last_name}")
 
     # 11. They chat; the applicant writes with the keyboard alone.
     await type_into(page, page.locator("#say-text"), "Buongiorno, sono pronto.")
