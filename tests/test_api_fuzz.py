@@ -148,12 +148,15 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        for _ in range(200):
+        deadline = time.monotonic() + 60
+        while True:
             try:
                 if requests.get(f"{base}/healthz", timeout=1).status_code == 200:
                     break
             except requests.ConnectionError:
                 time.sleep(0.1)
+            assert time.monotonic() < deadline, log_path.read_text()[-3000:]
+            assert proc.poll() is None, log_path.read_text()[-3000:]
         yield Server(base, tmp_path / "var", log_path)
     finally:
         proc.terminate()
