@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Mapping
+from collections.abc import Coroutine, Mapping
 from datetime import timedelta
+from typing import Any
 
 from sqlalchemy import func, select
 
@@ -25,6 +26,7 @@ from core.errors import ErrorCode, FieldErrors, UserError
 log = logging.getLogger(__name__)
 
 RESETS_PER_HOUR = 5  # more requests are ignored silently (same answer), to stop mail floods
+WAITING_MAX = 1000  # requests waiting for their turn; beyond, dropped (same answer), and logged
 
 
 class Recovery:
@@ -35,7 +37,12 @@ class Recovery:
         # issued before, and a flood of requests queues up instead of running all at once.
         self._turn = asyncio.Lock()
 
-    def _later(self, work: Awaitable[None], what: str) -> None:
+    def _later(self, work: Coroutine[Any, Any, None], what: str) -> None:
+        if len(self._tasks) >= WAITING_MAX:
+            work.close()
+            log.warning("%s dropped: %d requests are waiting already", what, len(self._tasks))
+            return
+
         async def run() -> None:
             try:
                 async with self._turn:

@@ -325,7 +325,7 @@ class Signaling(socketio.AsyncNamespace):  # type: ignore[misc]
                 log.warning("closing a flooding connection to meeting %s", connection.meeting_id)
                 await self.disconnect(sid)
             return error(ErrorCode.RATE_LIMITED)
-        found = self._events.get(event)
+        found = self._events.get(event) if isinstance(event, str) else None
         if found is None:
             return error(ErrorCode.BAD_REQUEST, event=str(event)[:40])
         model, handler = found
@@ -725,6 +725,32 @@ class FanOut(socketio.AsyncRedisManager):  # type: ignore[misc]
                         await pubsub.aclose()
 
 
+MALFORMED = "\x00malformed"  # the event name given to a frame that is not a valid event
+PACKET_TYPES = range(len(socketio.packet.packet_names))
+
+
+class MeetingPacket(socketio.packet.Packet):  # type: ignore[misc]
+    """A Socket.IO packet of ``/meeting``. A frame that does not decode (JSON that does not
+    parse: ``1e400``, a lone surrogate, a cut array; an unknown packet type; an overlong ack
+    id) or an event that is not ``[name, ...]`` with a string name becomes the event
+    ``MALFORMED``, which no handler has: the client gets ``bad_request`` and the rate limit
+    counts it like any event. (As they came, python-socketio would raise on them and log an
+    error with its traceback for every such frame, outside the rate limit.)"""
+
+    def decode(self, encoded_packet: str | bytes) -> int:
+        try:
+            count = int(super().decode(encoded_packet) or 0)
+        except ValueError:  # orjson's JSONDecodeError is one, and so is an overlong ack id
+            self.packet_type, self.data = socketio.packet.EVENT, [MALFORMED]
+            return 0
+        if self.packet_type not in PACKET_TYPES or (
+            self.packet_type == socketio.packet.EVENT
+            and not (isinstance(self.data, list) and self.data and isinstance(self.data[0], str))
+        ):
+            self.packet_type, self.data = socketio.packet.EVENT, [MALFORMED]
+        return count
+
+
 class OrJson:
     """orjson behind the ``dumps``/``loads`` python-socketio and python-engineio call, for their
     packets and their messages between nodes: the same JSON, a few times faster each way. Like
@@ -763,6 +789,7 @@ def build_server(
         ping_interval=ping_interval,
         ping_timeout=ping_timeout,
         json=OrJson,
+        serializer=MeetingPacket,
         logger=False,
         engineio_logger=False,
     )

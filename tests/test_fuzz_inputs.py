@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import asyncio
 import io
+import logging
 import zipfile
 from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -297,3 +299,45 @@ async def test_a_participant_sending_fuzzed_payloads_gets_only_documented_answer
         assert answer["error"]["params"]["fields"] == ["after"]
     said = await party.say("ancora qui")
     assert said["ok"], said
+
+
+# Frames a hand-made client may send: JSON that does not parse, or not ``[name, ...]``.
+MALFORMED_FRAMES = (
+    '["say",1e400]',
+    '["say",{"client_id":"a","text":"\\ud800"}]',
+    "[",
+    '"x"',
+    "[{}]",
+    "[1,2]",
+    " 5",  # (a digit right after the ack id would be read as part of it)
+    "",
+    "[]",
+    "[null]",
+)
+
+
+async def test_malformed_frames_get_bad_request_and_log_no_error(
+    meet: Meet, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Each malformed event frame is answered ``bad_request`` (it used to raise inside
+    python-socketio, logging an error with its traceback each time, or to leave the client
+    without an answer); the connection and the room go on."""
+    _chair, (party,) = await admitted(meet, meet.customer)
+    answers: list[Any] = []
+    for body in MALFORMED_FRAMES:
+        done = asyncio.Event()
+
+        def answered(*args: Any, _done: asyncio.Event = done) -> None:
+            answers.append(args[0] if args else None)
+            _done.set()
+
+        ack = party.sio._generate_ack_id("/meeting", answered)  # a raw frame with an ack id
+        await party.sio.eio.send(f"2/meeting,{ack}{body}")
+        await asyncio.wait_for(done.wait(), 5)
+    assert [a["error"]["code"] for a in answers] == ["bad_request"] * len(MALFORMED_FRAMES)
+    for frame in ("9garbage", "xgarbage", "2/meeting," + "1" * 120 + "[]"):
+        await party.sio.eio.send(frame)  # not even an event: dropped
+    said = await party.say("ancora qui")
+    assert said["ok"], said
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert errors == []

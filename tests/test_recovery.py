@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import re
 
-from sqlalchemy import select
+import pytest
+from sqlalchemy import func, select
 
-from cases.tokens import AccountToken
+import cases.recovery as recovery_module
+from cases.tokens import AccountToken, Purpose
 from tests.support import GOOD_PASSWORD, Env, change_password, link_in, registered, sign_in
 from web.context import SESSION_COOKIE
 
@@ -193,3 +195,22 @@ async def test_reset_signs_out_the_browser_that_used_it(env: Env) -> None:
     page = await browser.submit(link, {"password": NEW, "password_confirm": NEW})
     assert page.status == 200
     assert browser.cookie(SESSION_COOKIE) in (None, "")
+
+
+async def test_requests_are_handled_after_the_answer_one_at_a_time_and_a_flood_is_cut(
+    env: Env, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The lookup and the mail come after the answer (the same time for every identifier);
+    requests wait their turn, and past ``WAITING_MAX`` waiting ones more are dropped."""
+    await registered(env, "coda")
+    monkeypatch.setattr(recovery_module, "WAITING_MAX", 3)
+    recovery = env.services.recovery
+    for _ in range(5):
+        await recovery.do_request_reset("coda")  # answered at once: nothing done yet
+    async with env.services.db.session() as session:
+        resets = select(func.count()).where(AccountToken.purpose == Purpose.RESET_PASSWORD)
+        assert await session.scalar(resets) == 0
+    await recovery.drain()
+    mails = [m for m in await env.mails("coda@example.org") if "/reset/" in m.body_text]
+    assert len(mails) == 3
+    assert caplog.text.count("password reset request dropped") == 2

@@ -186,3 +186,11 @@ async def test_current_password_guessing_is_throttled(env: Env) -> None:
         assert page.status == 422
     page = await change_password(browser, GOOD_PASSWORD, "Nuova-Chiave-9")
     assert page.status == 429
+
+
+async def test_a_method_the_resource_lacks_is_405_with_its_allow_header(env: Env) -> None:
+    """RFC 9110: the answer names the methods the resource has (found by schemathesis)."""
+    async with env.client.request("TRACE", "/api/v1/cases") as resp:
+        assert resp.status == 405
+        assert set(resp.headers["Allow"].split(",")) == {"GET", "HEAD", "POST"}
+        assert (await resp.json())["error"]["code"] == "bad_request"

@@ -300,6 +300,8 @@ async def _handle(request: web.Request, svc: Services, handler: Handler) -> web.
             response = error_response(request, ErrorCode.NOT_FOUND)
         elif exc.status == 405:
             response = error_response(request, ErrorCode.BAD_REQUEST, status=405)
+            # RFC 9110: a 405 names the methods the resource has.
+            response.headers["Allow"] = exc.headers.get("Allow", "")
         elif exc.status == 413:
             response = error_response(request, ErrorCode.TOO_LONG, status=413)
         else:
