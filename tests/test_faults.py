@@ -36,6 +36,7 @@ from typing import Any
 import aiohttp
 import pytest
 import socketio
+from playwright.async_api import Browser, async_playwright, expect
 from redis import Redis as SyncRedis
 from redis.exceptions import RedisError
 from sqlalchemy import func, select
@@ -58,6 +59,7 @@ from rooms.models import RoomMessage
 from scheduling.bookings import Meeting
 from tests.services import unavailable
 from tests.support import CSRF_RE, GOOD_PASSWORD, PDF
+from tests.test_room_browser import CHROMIUM, launch
 from tests.test_room_cluster import OPEN_AT, make_world
 from web.context import SESSION_COOKIE
 
@@ -545,6 +547,24 @@ async def rig(tmp_path: Path, own_postgres: OwnPostgres, own_redis: OwnRedis) ->
         yield Rig(cluster, own_postgres, own_redis, db_url, meeting_id, case_id, ids, sessions)
 
 
+@pytest.fixture
+async def chromium() -> AsyncIterator[Browser]:
+    """The system Chromium (Playwright; never a downloaded browser)."""
+    if not CHROMIUM.exists():
+        unavailable("Chromium", FileNotFoundError(f"{CHROMIUM} (apt-get install chromium)"))
+    async with async_playwright() as playwright:
+        browser = await launch(playwright)
+        try:
+            yield browser
+        finally:
+            await browser.close()
+
+
+SEQS_ON_PAGE = (
+    "() => [...document.querySelectorAll('#messages li[data-seq]')].map(li => +li.dataset.seq)"
+)
+
+
 async def readyz(http: aiohttp.ClientSession, node: Node) -> tuple[int, dict[str, Any]]:
     async with http.get(f"{node.url}/readyz", timeout=aiohttp.ClientTimeout(total=10)) as resp:
         return resp.status, await resp.json()
@@ -580,7 +600,9 @@ def outages(body: dict[str, Any]) -> set[str]:
     return {o["dependency"] for o in body["outages"]}
 
 
-async def test_the_meeting_survives_redis_postgres_a_node_and_a_network_cut(rig: Rig) -> None:
+async def test_the_meeting_survives_redis_postgres_a_node_and_a_network_cut(
+    rig: Rig, chromium: Browser
+) -> None:
     c = rig.cluster
     cable = Cable("127.0.0.1", int(c.url.rsplit(":", 1)[1]))
     await cable.start()
@@ -618,6 +640,18 @@ async def test_the_meeting_survives_redis_postgres_a_node_and_a_network_cut(rig:
             one.ready.set()
             keepers.append(asyncio.create_task(one.keep()))
             talkers.append(asyncio.create_task(one.talk()))
+        # The customer's meeting page too (web/static/room.js, in Chromium), on the customer's
+        # node: it misses what the other node says while Redis is down, and that node dies.
+        context = await chromium.new_context(base_url=c.url, locale="it-IT")
+        await context.add_cookies(
+            [{"name": SESSION_COOKIE, "value": rig.sessions["customer"], "url": c.url}]
+        )
+        page = await context.new_page()
+        page.set_default_timeout(PATIENCE * 1000)
+        page_errors: list[str] = []
+        page.on("pageerror", lambda error: page_errors.append(str(error)))
+        await page.goto(f"/meetings/{rig.meeting_id}/room")
+        await expect(page.locator("#inside")).to_be_visible()
         await acks_after(people)
         document = await customer.upload(rig.case_id, "before the faults")
         uploads["before the faults"] = document["id"]
@@ -731,6 +765,20 @@ async def test_the_meeting_survives_redis_postgres_a_node_and_a_network_cut(rig:
             await one.join()
             missing = {seq for seq, _t in acked.values()} - set(one.messages)
             assert not missing, (one.who, sorted(missing))
+        # The page too, by itself: every acknowledged message once, connected again.
+        wanted = {seq for seq, _t in acked.values()}
+        on_page: list[int] = []
+        deadline = time.monotonic() + PATIENCE
+        while time.monotonic() < deadline:
+            on_page = await page.evaluate(SEQS_ON_PAGE)
+            if wanted <= set(on_page):
+                break
+            await asyncio.sleep(0.5)
+        assert not wanted - set(on_page), sorted(wanted - set(on_page))
+        assert len(on_page) == len(set(on_page))  # each message once
+        await expect(page.locator("#connection")).to_have_text("Collegato alla stanza.")
+        assert not page_errors, page_errors
+        await context.close()
         # The database against what was acknowledged: each acknowledged message once, with its
         # seq and text; a message tried and never acknowledged at most once.
         tried = set().union(*(p.tried for p in people))
