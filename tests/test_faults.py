@@ -7,12 +7,12 @@ Three participants talk all along, each like the meeting page does: a fresh room
 connection, ``join`` with ``after`` = the last gap-free ``seq`` on every connection and on every
 ``resync``, a ``say`` sent again with the same ``client_id`` until it is acknowledged, and
 another try later when the answer is ``unavailable``; the customer's meeting page runs in
-Chromium as well. The scheduler books one more case at each fault. The representative reaches nginx through
-a TCP relay of the test's that stops carrying its bytes for 30 seconds and then drops the
-stalled connections, as a network that went away does. At the end the database is checked
-against what was acknowledged: every acknowledged message, document and booking is there
-exactly once, and every participant (the page too) holds every message. The nodes tell what happened in their logs and in
-``/readyz``.
+Chromium as well. The scheduler books one more case at each fault. The representative reaches
+nginx through a TCP relay of the test's that stops carrying its bytes for 30 seconds and then
+drops the stalled connections, as a network that went away does. At the end the database is
+checked against what was acknowledged: every acknowledged message, document and booking is
+there exactly once, and every participant (the page too) holds every message. The nodes tell
+what happened in their logs and in ``/readyz``.
 """
 
 from __future__ import annotations
@@ -969,6 +969,13 @@ async def test_the_meeting_survives_redis_postgres_a_node_and_a_network_cut(
         assert "(ping timeout)" in survivor.log()  # the cut client, let go by the heartbeat
         status, body = await readyz(http, survivor)
         assert status == 200
+        # Presence in Redis expires by itself unless a live node keeps refreshing it.
+        probe = SyncRedis(host="127.0.0.1", port=rig.redis.port)
+        try:
+            ttl = probe.ttl(f"concilia-faults:presence:{rig.meeting_id}")
+        finally:
+            probe.close()
+        assert 0 < int(ttl) <= 3 * PRESENCE_TTL
     finally:
         for one in [*people, scheduler]:
             await one.close()
