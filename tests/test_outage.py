@@ -1,21 +1,28 @@
 """What an outage looks like to the edges (``core/outage.py``) and the node's watch over its
 dependencies (``web/health.py``), against real failures: a PostgreSQL and a Redis address where
-nothing listens, and the real Redis coming back."""
+nothing listens, the real Redis coming back, and a redis-server of the test's own restarted."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import shutil
+import subprocess
+from pathlib import Path
 
 import pytest
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 from sqlalchemy.exc import IntegrityError
 
 from core.db import Database
 from core.outage import DATABASE, REDIS, dependency_down, log_failure
 from tests.conftest import free_port
+from tests.services import unavailable
 from web import health as health_module
 from web.health import Health
+from web.services import redis_client
 
 
 async def test_the_failures_of_an_outage_name_their_dependency(sqlite_url: str) -> None:
@@ -121,3 +128,47 @@ async def test_readiness_probes_at_most_once_a_second_and_logs_the_outage_and_re
     finally:
         await dead.aclose()
         await live.aclose()
+
+
+async def test_the_node_s_redis_client_survives_a_redis_restart(tmp_path: Path) -> None:
+    """Connections left in the pool by a restarted Redis are opened again, not failed."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        unavailable("redis-server", FileNotFoundError("redis-server"))
+        raise AssertionError("unreachable")
+    port = free_port()
+    command = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
+    command += ["--appendonly", "no", "--dir", str(tmp_path)]
+
+    def spawn() -> subprocess.Popen[bytes]:
+        return subprocess.Popen(command, stdout=subprocess.DEVNULL)
+
+    async def started() -> subprocess.Popen[bytes]:
+        proc = spawn()
+        probe = Redis.from_url(f"redis://127.0.0.1:{port}/0")
+        try:
+            for _ in range(100):
+                with contextlib.suppress(RedisError):
+                    await probe.ping()
+                    return proc
+                await asyncio.sleep(0.1)
+        finally:
+            await probe.aclose()
+        proc.kill()
+        raise AssertionError("redis-server did not start")
+
+    proc = await started()
+    client = redis_client(f"redis://127.0.0.1:{port}/0")
+    try:
+        # Several connections in the pool, all left broken by the restart.
+        await asyncio.gather(*(client.set(f"k{i}", "v") for i in range(5)))
+        proc.kill()
+        proc.wait()
+        proc = await started()
+        answers = await asyncio.gather(*(client.get(f"k{i}") for i in range(5)))
+        assert answers == [None] * 5  # an empty Redis, and no error
+        assert await client.set("k", "v") and await client.get("k") == b"v"
+    finally:
+        await client.aclose()
+        proc.kill()
+        proc.wait()
