@@ -981,6 +981,10 @@ async def test_the_meeting_survives_redis_postgres_a_node_and_a_network_cut(
                 "Redis is back",
             ):
                 assert line in log, (node.name, line, log[-3000:])
+        for node in c.nodes:
+            for dependency in ("redis", "database"):
+                late = refused_after_recovery(node.log(), dependency)
+                assert not late, (node.name, late)
         log = survivor.log()
         assert "database unavailable" in log  # the requests refused meanwhile, one line each
         # No request or event failed with a traceback (aiohttp's 500s, the events' internal
@@ -1008,6 +1012,15 @@ async def test_the_meeting_survives_redis_postgres_a_node_and_a_network_cut(
             await one.close()
         await cable.close()
         await http.close()
+
+
+def refused_after_recovery(log: str, dependency: str) -> list[str]:
+    """The requests and events refused for ``dependency`` after the node's watch saw it back
+    (the clients' connections to it are opened again, not failed)."""
+    lines = log.splitlines()
+    back = [i for i, line in enumerate(lines) if f"{dependency} is back after" in line]
+    assert back, f"no recovery of {dependency} logged"
+    return [line for line in lines[back[-1] + 1 :] if f": {dependency} unavailable (" in line]
 
 
 async def _down(
