@@ -3,7 +3,8 @@
 One node keeps it in memory. Several nodes keep it in Redis (keys under the prefix): a hash per
 meeting (``<prefix>:presence:<meeting>``) maps each connection to its account and node, a set
 (``<prefix>:presence-meetings``) lists the meetings that have one, and each node refreshes a
-heartbeat key (``<prefix>:node:<node>``) every third of the TTL. Connections of a node whose
+heartbeat key (``<prefix>:node:<node>``) every third of the TTL; the hash and the set expire
+three TTLs after the last heartbeat that put a connection in them. Connections of a node whose
 heartbeat expired (it died) no longer count, and a surviving node takes them out (``reap``) so
 that the room can record their departure. Presence is only a hint for the pages — the database
 is the record of who was present when — so a flushed or restarted Redis loses nothing that
@@ -105,10 +106,20 @@ class RedisPresence:
     def _node_key(self, node: str) -> str:
         return f"{self._prefix}:node:{node}"
 
+    @property
+    def keys_ttl(self) -> int:
+        """Seconds the meeting's hash and the set of meetings outlive the last heartbeat of
+        the last node holding a connection: with every node gone for good (a cluster stopped
+        by kill -9), nobody would reap them, so they go by themselves."""
+        return self._ttl * 3
+
     async def _put(self, meeting_id: uuid.UUID, connection: str, account_id: uuid.UUID) -> None:
+        # Each heartbeat puts every connection of this node back, refreshing the TTLs.
         async with self._redis.pipeline(transaction=False) as pipe:
             pipe.hset(self._key(meeting_id), connection, f"{account_id}|{self.node}")
+            pipe.expire(self._key(meeting_id), self.keys_ttl)
             pipe.sadd(self._meetings_key(), str(meeting_id))
+            pipe.expire(self._meetings_key(), self.keys_ttl)
             await pipe.execute()
 
     async def add(self, meeting_id: uuid.UUID, connection: str, account_id: uuid.UUID) -> None:

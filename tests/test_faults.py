@@ -6,12 +6,13 @@ test's own, on free ports, so restarting them disturbs nothing else on the machi
 Three participants talk all along, each like the meeting page does: a fresh room token for each
 connection, ``join`` with ``after`` = the last gap-free ``seq`` on every connection and on every
 ``resync``, a ``say`` sent again with the same ``client_id`` until it is acknowledged, and
-another try later when the answer is ``unavailable``. The representative reaches nginx through
-a TCP relay of the test's that stops carrying its bytes for 30 seconds and then drops the
-stalled connections, as a network that went away does. At the end the database is checked
-against what was acknowledged: every acknowledged message and document is there exactly once,
-and every participant holds every message. The nodes tell what happened in their logs and in
-``/readyz``.
+another try later when the answer is ``unavailable``; the customer's meeting page runs in
+Chromium as well. The scheduler books one more case at each fault. The representative reaches
+nginx through a TCP relay of the test's that stops carrying its bytes for 30 seconds and then
+drops the stalled connections, as a network that went away does. At the end the database is
+checked against what was acknowledged: every acknowledged message, document and booking is
+there exactly once, and every participant (the page too) holds every message. The nodes tell
+what happened in their logs and in ``/readyz``.
 """
 
 from __future__ import annotations
@@ -30,19 +31,26 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 import socketio
+from playwright.async_api import Browser, async_playwright, expect
+from pydantic import SecretStr
 from redis import Redis as SyncRedis
 from redis.exceptions import RedisError
 from sqlalchemy import func, select
 from yarl import URL
 
+from cases.casefile import Case
 from cases.documents import Document
+from cases.lifecycle import Action
+from core.clock import FakeClock
 from core.db import Database
+from core.settings import Settings
 from deploy.cluster import (
     UPSTREAM_HEADER,
     Cluster,
@@ -56,10 +64,14 @@ from deploy.cluster import (
 )
 from rooms.models import RoomMessage
 from scheduling.bookings import Meeting
+from tests.conftest import START
 from tests.services import unavailable
-from tests.support import CSRF_RE, GOOD_PASSWORD, PDF
+from tests.support import CSRF_RE, GOOD_PASSWORD, PDF, services_request
+from tests.test_room_browser import CHROMIUM, launch
 from tests.test_room_cluster import OPEN_AT, make_world
+from tests.worlds import FIRST, rome
 from web.context import SESSION_COOKIE
+from web.services import open_services
 
 pytestmark = pytest.mark.faults
 
@@ -72,6 +84,8 @@ CUT_SECONDS = 30.0
 PATIENCE = 40.0  # seconds for one recovery on a busy two-core machine
 TALK_EVERY = 0.3  # seconds between two messages of one participant
 SIGN_INS = 16  # sign-ins of the representative until its session lands on the other node
+# The scheduler books one more case at each fault (Wednesday of the meeting's week).
+BOOKINGS = tuple(rome(FIRST + timedelta(days=2), h, m) for h, m in ((9, 0), (10, 30), (12, 0)))
 
 
 # ---- PostgreSQL and Redis of the test's own ---------------------------------------------------
@@ -403,6 +417,21 @@ class Party:
             self.acked[client_id] = (seq, text)
             return seq
 
+    async def shared(self, document: str) -> None:
+        """Share a document in the room once the connection is there (again, on
+        ``unavailable``: nothing was done)."""
+        deadline = time.monotonic() + PATIENCE
+        while True:
+            await self.ready.wait()
+            try:
+                answer = await self.call("share", {"document": document}, 8)
+            except (Unavailable, socketio.exceptions.SocketIOError, AttributeError):
+                assert time.monotonic() < deadline, "never shared"
+                await asyncio.sleep(0.5)
+                continue
+            assert answer["ok"], answer
+            return
+
     async def talk(self) -> None:
         for i in range(100_000):
             await self.say(f"{self.who} {i}")
@@ -451,6 +480,44 @@ class Party:
             documents = (await resp.json())["documents"]
         return next(d for d in documents if d["description"] == description)
 
+    async def book(self, case_id: uuid.UUID, starts_at: datetime, conciliator: str) -> Any:
+        """The scheduler's booking through the JSON API; raises ``Unavailable`` on a 503."""
+        async with self.http.put(
+            f"{self.base}/api/v1/cases/{case_id}/meeting",
+            json={"starts_at": starts_at.isoformat(), "conciliator_id": conciliator},
+            headers={"X-CSRF-Token": await self.csrf()},
+        ) as resp:
+            if resp.status == 503:
+                body = await resp.json()
+                assert body["error"]["code"] == "unavailable", body
+                assert resp.headers["Retry-After"]
+                raise Unavailable(body["error"]["params"]["dependency"])
+            assert resp.status in (200, 201), (resp.status, await resp.text())
+            return await resp.json()
+
+    async def booked(self, case_id: uuid.UUID, starts_at: datetime, conciliator: str) -> Any:
+        """Book until acknowledged (the same booking again is a move to the same slot)."""
+        deadline = time.monotonic() + PATIENCE
+        while True:
+            try:
+                return await self.book(case_id, starts_at, conciliator)
+            except (Unavailable, aiohttp.ClientError):
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.5)
+
+    async def uploaded(self, case_id: uuid.UUID, description: str) -> dict[str, Any]:
+        """Upload until acknowledged: a 503 says nothing was stored, so the page's person tries
+        again (a dependency may answer one more refusal just after it came back)."""
+        deadline = time.monotonic() + PATIENCE
+        while True:
+            try:
+                return await self.upload(case_id, description)
+            except (Unavailable, aiohttp.ClientError):
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.5)
+
     async def close(self) -> None:
         if self.sio is not None:
             with contextlib.suppress(Exception):
@@ -471,6 +538,48 @@ class Rig:
     case_id: uuid.UUID
     ids: dict[str, str]
     sessions: dict[str, str]
+    to_book: list[uuid.UUID]  # admitted cases the scheduler books during the faults
+    scheduler: str  # the scheduler's portal session
+    conciliator: str  # the conciliator's account id
+
+
+async def more_cases(
+    db_url: str, redis_url: str, prefix: str, var_dir: Path, company: uuid.UUID, count: int
+) -> tuple[list[uuid.UUID], str]:
+    """``count`` more admitted cases of the customer (other supply points), and a portal session
+    of the scheduler, made in-process like ``make_world``'s."""
+    settings = Settings(
+        env="test",
+        var_dir=var_dir,
+        database_url=db_url,
+        redis_url=redis_url,
+        redis_prefix=prefix,
+        secret_key=SecretStr(SECRET),
+        argon2_time_cost=1,
+        argon2_memory_kib=1024,
+        argon2_parallelism=1,
+        log_json=False,
+    )
+    clock = FakeClock(START)
+    svc = await open_services(settings, clock)
+    try:
+        desk = await svc.accounts.by_username("sportello")
+        scheduler = await svc.accounts.by_username("pianificatore")
+        assert desk is not None and scheduler is not None
+        cases = []
+        for i in range(count):
+            case_id = uuid.UUID(
+                await services_request(
+                    svc, "cliente", str(company), supply={"pod": f"IT001E9000000{i}"}
+                )
+            )
+            await svc.files.do_step(desk, case_id, Action.ADMIT)
+            cases.append(case_id)
+        clock.set(OPEN_AT)
+        token, _data = await svc.sessions.create(scheduler.id, mfa_pending=False)
+        return cases, token
+    finally:
+        await svc.close()
 
 
 @pytest.fixture
@@ -518,9 +627,13 @@ async def rig(tmp_path: Path, own_postgres: OwnPostgres, own_redis: OwnRedis) ->
     try:
         async with db.session() as session:
             case_id = await session.scalar(select(Meeting.case_id).where(Meeting.id == meeting_id))
+            company = await session.scalar(select(Case.company_id).where(Case.id == case_id))
     finally:
         await db.close()
-    assert case_id is not None
+    assert case_id is not None and company is not None
+    to_book, scheduler = await more_cases(
+        db_url, own_redis.url, prefix, tmp_path / "more", company, len(BOOKINGS)
+    )
     spec = Spec(
         var_dir=tmp_path / "cluster",
         database_url=db_url,
@@ -542,7 +655,37 @@ async def rig(tmp_path: Path, own_postgres: OwnPostgres, own_redis: OwnRedis) ->
         environ={k: v for k, v in os.environ.items() if not k.startswith("CONCILIA_")},
     )
     async with running(spec, demo=False) as cluster:
-        yield Rig(cluster, own_postgres, own_redis, db_url, meeting_id, case_id, ids, sessions)
+        yield Rig(
+            cluster,
+            own_postgres,
+            own_redis,
+            db_url,
+            meeting_id,
+            case_id,
+            ids,
+            sessions,
+            to_book,
+            scheduler,
+            ids["conciliator"],
+        )
+
+
+@pytest.fixture
+async def chromium() -> AsyncIterator[Browser]:
+    """The system Chromium (Playwright; never a downloaded browser)."""
+    if not CHROMIUM.exists():
+        unavailable("Chromium", FileNotFoundError(f"{CHROMIUM} (apt-get install chromium)"))
+    async with async_playwright() as playwright:
+        browser = await launch(playwright)
+        try:
+            yield browser
+        finally:
+            await browser.close()
+
+
+SEQS_ON_PAGE = (
+    "() => [...document.querySelectorAll('#messages li[data-seq]')].map(li => +li.dataset.seq)"
+)
 
 
 async def readyz(http: aiohttp.ClientSession, node: Node) -> tuple[int, dict[str, Any]]:
@@ -580,7 +723,9 @@ def outages(body: dict[str, Any]) -> set[str]:
     return {o["dependency"] for o in body["outages"]}
 
 
-async def test_the_meeting_survives_redis_postgres_a_node_and_a_network_cut(rig: Rig) -> None:
+async def test_the_meeting_survives_redis_postgres_a_node_and_a_network_cut(
+    rig: Rig, chromium: Browser
+) -> None:
     c = rig.cluster
     cable = Cable("127.0.0.1", int(c.url.rsplit(":", 1)[1]))
     await cable.start()
@@ -593,6 +738,8 @@ async def test_the_meeting_survives_redis_postgres_a_node_and_a_network_cut(rig:
     customer = party("customer", c.url)
     rep = party("rep", f"http://127.0.0.1:{cable.port}")
     people = [chair, customer, rep]
+    scheduler = Party("scheduler", "", c.url, c.url, rig.meeting_id, rig.scheduler)
+    bookings: dict[uuid.UUID, datetime] = {}  # acknowledged
     keepers: list[asyncio.Task[None]] = []
     talkers: list[asyncio.Task[None]] = []
     uploads: dict[str, str] = {}  # description → document id, acknowledged
@@ -618,10 +765,22 @@ async def test_the_meeting_survives_redis_postgres_a_node_and_a_network_cut(rig:
             one.ready.set()
             keepers.append(asyncio.create_task(one.keep()))
             talkers.append(asyncio.create_task(one.talk()))
+        # The customer's meeting page too (web/static/room.js, in Chromium), on the customer's
+        # node: it misses what the other node says while Redis is down, and that node dies.
+        context = await chromium.new_context(base_url=c.url, locale="it-IT")
+        await context.add_cookies(
+            [{"name": SESSION_COOKIE, "value": rig.sessions["customer"], "url": c.url}]
+        )
+        page = await context.new_page()
+        page.set_default_timeout(PATIENCE * 1000)
+        page_errors: list[str] = []
+        page.on("pageerror", lambda error: page_errors.append(str(error)))
+        await page.goto(f"/meetings/{rig.meeting_id}/room")
+        await expect(page.locator("#inside")).to_be_visible()
         await acks_after(people)
-        document = await customer.upload(rig.case_id, "before the faults")
+        document = await customer.uploaded(rig.case_id, "before the faults")
         uploads["before the faults"] = document["id"]
-        assert (await customer.call("share", {"document": document["id"]}))["ok"]
+        await customer.shared(document["id"])
 
         # (1) Redis restarted (killed, started again on its append-only file).
         rig.redis.kill()
@@ -632,6 +791,8 @@ async def test_the_meeting_survives_redis_postgres_a_node_and_a_network_cut(rig:
             )
             assert body["error"] == {"code": "unavailable", "params": {"dependency": ["redis"]}}
             assert body["down"]["redis"]["started"]
+        with pytest.raises(Unavailable, match="redis"):  # the sessions are in Redis
+            await scheduler.book(rig.to_book[0], BOOKINGS[0], rig.conciliator)
         await asyncio.sleep(1)
         rig.redis.start()
         for node in c.nodes:
@@ -640,6 +801,8 @@ async def test_the_meeting_survives_redis_postgres_a_node_and_a_network_cut(rig:
         # their last gap-free seq.
         await until("resync after Redis", lambda: _true(all(p.resyncs for p in people)))
         await acks_after(people)
+        await scheduler.booked(rig.to_book[0], BOOKINGS[0], rig.conciliator)
+        bookings[rig.to_book[0]] = BOOKINGS[0]
 
         # (2) PostgreSQL restarted (an immediate stop: recovery from the WAL at the start).
         rig.pg.crash()
@@ -656,8 +819,10 @@ async def test_the_meeting_survives_redis_postgres_a_node_and_a_network_cut(rig:
             assert int(resp.headers["Retry-After"]) > 0
             error = (await resp.json())["error"]
         assert error["code"] == "unavailable" and error["params"] == {"dependency": "database"}
-        with pytest.raises(Unavailable):
+        with pytest.raises(Unavailable, match="database"):
             await customer.upload(rig.case_id, "refused while the database is down")
+        with pytest.raises(Unavailable, match="database"):
+            await scheduler.book(rig.to_book[1], BOOKINGS[1], rig.conciliator)
         # The chat's answers meanwhile: unavailable (sent again later by the talkers).
         await until(
             "a say answered unavailable",
@@ -674,22 +839,29 @@ async def test_the_meeting_survives_redis_postgres_a_node_and_a_network_cut(rig:
         for node in c.nodes:
             await until("readyz ready after PostgreSQL", lambda node=node: _up(http, node))
         await acks_after(people)
-        document = await customer.upload(rig.case_id, "after the database came back")
+        await scheduler.booked(rig.to_book[1], BOOKINGS[1], rig.conciliator)
+        bookings[rig.to_book[1]] = BOOKINGS[1]
+        document = await customer.uploaded(rig.case_id, "after the database came back")
         uploads["after the database came back"] = document["id"]
-        assert (await customer.call("share", {"document": document["id"]}))["ok"]
+        await customer.shared(document["id"])
 
         # (3) The customer's node killed: its clients come back through nginx on the other.
         victim = c.node_at(customer.node)
         survivor = next(n for n in c.nodes if n is not victim)
         before = customer.connections
+        booking = asyncio.create_task(
+            scheduler.booked(rig.to_book[2], BOOKINGS[2], rig.conciliator)
+        )
         victim.proc.send_signal(signal.SIGKILL)
         victim.proc.wait(timeout=30)
         await until("the customer connected again", lambda: _true(customer.connections > before))
         assert customer.node == survivor.address
+        await booking
+        bookings[rig.to_book[2]] = BOOKINGS[2]
         await acks_after(people)
-        document = await rep.upload(rig.case_id, "after a node died")
+        document = await rep.uploaded(rig.case_id, "after a node died")
         uploads["after a node died"] = document["id"]
-        assert (await rep.call("share", {"document": document["id"]}))["ok"]
+        await rep.shared(document["id"])
 
         # (4) The representative's network cut for 30 s: the node lets its connection go
         # (Socket.IO heartbeat), the room sees it go offline; the others go on talking.
@@ -731,6 +903,20 @@ async def test_the_meeting_survives_redis_postgres_a_node_and_a_network_cut(rig:
             await one.join()
             missing = {seq for seq, _t in acked.values()} - set(one.messages)
             assert not missing, (one.who, sorted(missing))
+        # The page too, by itself: every acknowledged message once, connected again.
+        wanted = {seq for seq, _t in acked.values()}
+        on_page: list[int] = []
+        deadline = time.monotonic() + PATIENCE
+        while time.monotonic() < deadline:
+            on_page = await page.evaluate(SEQS_ON_PAGE)
+            if wanted <= set(on_page):
+                break
+            await asyncio.sleep(0.5)
+        assert not wanted - set(on_page), sorted(wanted - set(on_page))
+        assert len(on_page) == len(set(on_page))  # each message once
+        await expect(page.locator("#connection")).to_have_text("Collegato alla stanza.")
+        assert not page_errors, page_errors
+        await context.close()
         # The database against what was acknowledged: each acknowledged message once, with its
         # seq and text; a message tried and never acknowledged at most once.
         tried = set().union(*(p.tried for p in people))
@@ -742,6 +928,13 @@ async def test_the_meeting_survives_redis_postgres_a_node_and_a_network_cut(rig:
                         select(RoomMessage.client_id, RoomMessage.seq, RoomMessage.body).where(
                             RoomMessage.meeting_id == rig.meeting_id,
                             RoomMessage.client_id.in_(tried),
+                        )
+                    )
+                ).all()
+                meetings = (
+                    await session.execute(
+                        select(Meeting.case_id, Meeting.starts_at, Meeting.status).where(
+                            Meeting.case_id.in_(rig.to_book)
                         )
                     )
                 ).all()
@@ -767,6 +960,10 @@ async def test_the_meeting_survives_redis_postgres_a_node_and_a_network_cut(rig:
         for description in uploads:
             assert counted.get(description) == 1, counted
         assert "refused while the database is down" not in counted
+        # Each acknowledged booking once, in its slot.
+        assert sorted((m.case_id, m.starts_at, m.status) for m in meetings) == sorted(
+            (case_id, starts_at, "scheduled") for case_id, starts_at in bookings.items()
+        )
 
         # What the nodes say: their logs and /readyz.
         status, body = await readyz(http, survivor)
@@ -784,6 +981,10 @@ async def test_the_meeting_survives_redis_postgres_a_node_and_a_network_cut(rig:
                 "Redis is back",
             ):
                 assert line in log, (node.name, line, log[-3000:])
+        for node in c.nodes:
+            for dependency in ("redis", "database"):
+                late = refused_after_recovery(node.log(), dependency)
+                assert not late, (node.name, late)
         log = survivor.log()
         assert "database unavailable" in log  # the requests refused meanwhile, one line each
         # No request or event failed with a traceback (aiohttp's 500s, the events' internal
@@ -799,11 +1000,27 @@ async def test_the_meeting_survives_redis_postgres_a_node_and_a_network_cut(rig:
         assert "(ping timeout)" in survivor.log()  # the cut client, let go by the heartbeat
         status, body = await readyz(http, survivor)
         assert status == 200
+        # Presence in Redis expires by itself unless a live node keeps refreshing it.
+        probe = SyncRedis(host="127.0.0.1", port=rig.redis.port)
+        try:
+            ttl = probe.ttl(f"concilia-faults:presence:{rig.meeting_id}")
+        finally:
+            probe.close()
+        assert 0 < int(ttl) <= 3 * PRESENCE_TTL
     finally:
-        for one in people:
+        for one in [*people, scheduler]:
             await one.close()
         await cable.close()
         await http.close()
+
+
+def refused_after_recovery(log: str, dependency: str) -> list[str]:
+    """The requests and events refused for ``dependency`` after the node's watch saw it back
+    (the clients' connections to it are opened again, not failed)."""
+    lines = log.splitlines()
+    back = [i for i, line in enumerate(lines) if f"{dependency} is back after" in line]
+    assert back, f"no recovery of {dependency} logged"
+    return [line for line in lines[back[-1] + 1 :] if f": {dependency} unavailable (" in line]
 
 
 async def _down(

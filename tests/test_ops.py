@@ -76,6 +76,13 @@ async def test_readyz_reports_redis_down(
         assert resp.headers["Retry-After"] == "5"
         error = (await resp.json())["error"]
     assert error["code"] == "unavailable" and error["params"] == {"dependency": "redis"}
+    # A browser's page: the error page, saying so, with the same status and Retry-After.
+    async with client.get("/account", headers={"Cookie": "concilia_session=x"}) as resp:
+        assert resp.status == 503
+        assert resp.headers["Retry-After"] == "5"
+        page = await resp.text()
+    assert 'data-error-code="unavailable"' in page
+    assert "momentaneamente non disponibile" in page
 
 
 async def test_sessions_in_redis(

@@ -681,9 +681,14 @@ async def test_nodes_log_a_redis_outage_recover_and_clients_resync(
         # Node A still stores and acknowledges; what it says cannot reach node B now.
         during = await chair.say("while Redis is down")
         assert during["ok"]
-        async with c.http.get(f"{c.a.url}/readyz") as resp:
-            assert resp.status == 503
-            assert (await resp.json())["checks"]["redis"] == "unreachable"
+        # /readyz probes at most once a second (a cached answer): it says so within a moment.
+        async with asyncio.timeout(PATIENCE):
+            while True:
+                async with c.http.get(f"{c.a.url}/readyz") as resp:
+                    if resp.status == 503:
+                        assert (await resp.json())["checks"]["redis"] == "unreachable"
+                        break
+                await asyncio.sleep(0.2)
         await asyncio.sleep(2)
         up()
         # Once subscribed again, each node asks its own connections to resync.

@@ -256,9 +256,10 @@ def unavailable_response(
         str(exc)[:200],
     )
     params: dict[str, object] = {"dependency": dependency}
+    if request.get(CTX_KEY) is None:  # the failure came before the context was made
+        request[CTX_KEY] = Ctx(services(request), _language(request, None))
     if wants_json(request) or "application/json" in request.headers.get("Accept", ""):
-        context: Ctx | None = request.get(CTX_KEY)
-        text = (context or Ctx(services(request), "it")).error_text(ErrorCode.UNAVAILABLE)
+        text = request[CTX_KEY].error_text(ErrorCode.UNAVAILABLE)
         response: web.StreamResponse = web.json_response(
             {"error": {"code": ErrorCode.UNAVAILABLE.value, "message": text, "params": params}},
             status=503,
