@@ -76,11 +76,22 @@ def schedule_job(
 
 
 async def drop_jobs(session: AsyncSession, ref: str) -> int:
-    """Drop the pending jobs about ``ref`` (in the caller's transaction); returns how many."""
+    """Drop the pending jobs about ``ref`` (in the caller's transaction); returns how many.
+
+    A job a runner is claiming at this very moment is skipped, not waited for: the runner
+    holds its row and may next need a row the caller already holds (a reminder files its
+    mail against the case the caller has locked), which would deadlock the two. Such a job
+    is being done or, if its run fails, finds the change when it is tried again."""
+    claimable = (
+        select(Job.id)
+        .where(Job.ref == ref, Job.status == JobStatus.PENDING)
+        .with_for_update(skip_locked=True)
+    )
     result = await session.execute(
         update(Job)
-        .where(Job.ref == ref, Job.status == JobStatus.PENDING)
+        .where(Job.id.in_(claimable.scalar_subquery()))
         .values(status=JobStatus.DROPPED)
+        .execution_options(synchronize_session=False)
     )
     return int(getattr(result, "rowcount", 0) or 0)
 
