@@ -246,14 +246,7 @@ class InboundStream:
                 packet.padding_size,
                 packet.extensions.audio_level,
             )
-        try:
-            self._forward(packet, arrival_ms)
-        except Exception:
-            # A bug, not the network: keep the connection, say so now and then.
-            now = _now()
-            if now - self._last_error >= ERROR_LOG_INTERVAL:
-                self._last_error = now
-                logger.exception("media_forwarding_failed")
+        self._forward_guarded(packet, arrival_ms)
 
     def handle_data(self, data: bytes, arrival_ms: int) -> None:
         """One decrypted RTP packet from the publisher, as it came (``media.wire``)."""
@@ -263,9 +256,13 @@ class InboundStream:
             return  # malformed: dropped, as aiortc would
         if not self._enabled:
             return
+        self._forward_guarded(packet, arrival_ms)
+
+    def _forward_guarded(self, packet: Rtp, arrival_ms: int) -> None:
         try:
             self._forward(packet, arrival_ms)
         except Exception:
+            # A bug, not the network: keep the connection, say so now and then.
             now = _now()
             if now - self._last_error >= ERROR_LOG_INTERVAL:
                 self._last_error = now
