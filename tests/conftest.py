@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shutil
 import socket
 import uuid
@@ -14,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
 from aiosmtpd.controller import Controller
 from pydantic import SecretStr
 from pytest_aiohttp import AiohttpClient
@@ -187,6 +190,32 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+@contextlib.asynccontextmanager
+async def serving(
+    db_url: str, tmp_path: Path, clock: FakeClock, **overrides: Any
+) -> AsyncIterator[Env]:
+    """The application on a real loopback port, its public URL that port (the room accepts
+    connections from the service's own origin only), media on loopback only; ``overrides``
+    are further settings. For the browser tests."""
+    port = free_port()
+    settings = make_settings(
+        db_url,
+        tmp_path,
+        public_url=f"http://127.0.0.1:{port}",
+        media_bind_address="127.0.0.1",  # the media server's host candidate: loopback only
+        **overrides,
+    )
+    server = TestServer(create_app(settings, clock=clock), host="127.0.0.1", port=port)
+    client: TestClient[web.Request, web.Application] = TestClient(server)
+    await client.start_server()
+    environment = Env(client=client, clock=clock, db_url=db_url)
+    try:
+        yield environment
+    finally:
+        await environment.close_extra()
+        await client.close()
 
 
 @pytest.fixture

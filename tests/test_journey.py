@@ -31,8 +31,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
 from playwright.async_api import (
     Browser,
     ConsoleMessage,
@@ -45,7 +43,7 @@ from playwright.async_api import (
 
 from cases.companies import do_create_company
 from core.clock import FakeClock
-from tests.conftest import MailSink, free_port, make_settings
+from tests.conftest import MailSink, serving
 from tests.services import PostgresDatabases, unavailable
 from tests.support import (
     GOOD_PASSWORD,
@@ -59,7 +57,6 @@ from tests.support import (
     staff,
 )
 from tests.worlds import FIRST, rome
-from web.app import create_app
 
 CHROMIUM = Path("/usr/bin/chromium")
 ROOT = Path(__file__).parents[1]
@@ -129,27 +126,14 @@ async def served(
     clock: FakeClock,
     smtp_server: tuple[MailSink, int],
 ) -> AsyncIterator[Env]:
-    """The application on a real loopback port (its public URL that port), sending its mail
-    to the SMTP server on loopback."""
+    """The application on a real loopback port, sending its mail to the SMTP server on
+    loopback."""
     sink, smtp_port = smtp_server
-    port = free_port()
-    settings = make_settings(
-        journey_db,
-        tmp_path,
-        public_url=f"http://127.0.0.1:{port}",
-        media_bind_address="127.0.0.1",
-        smtp_host="127.0.0.1",
-        smtp_port=smtp_port,
-    )
-    server = TestServer(create_app(settings, clock=clock), host="127.0.0.1", port=port)
-    client: TestClient[web.Request, web.Application] = TestClient(server)
-    await client.start_server()
-    environment = Env(client=client, clock=clock, db_url=journey_db, delivered=sink.messages)
-    try:
+    async with serving(
+        journey_db, tmp_path, clock, smtp_host="127.0.0.1", smtp_port=smtp_port
+    ) as environment:
+        environment.delivered = sink.messages
         yield environment
-    finally:
-        await environment.close_extra()
-        await client.close()
 
 
 @pytest.fixture

@@ -17,8 +17,6 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
 from playwright.async_api import (
     Browser,
     BrowserContext,
@@ -36,12 +34,12 @@ from core.clock import FakeClock
 from media.room import MediaRooms
 from rooms.seal import verify_minutes
 from scheduling.bookings import Meeting
-from tests.conftest import free_port, make_settings
+from tests.conftest import serving
 from tests.rooms_support import Meet, code_for, minutes_of
 from tests.services import unavailable
 from tests.support import GOOD_PASSWORD, PDF, Env, code_in
 from tests.worlds import FIRST, rome
-from web.app import SIGNALING, create_app
+from web.app import SIGNALING
 
 CHROMIUM = Path("/usr/bin/chromium")
 SCREENS = Path(__file__).parents[1] / "var" / "screens"
@@ -53,24 +51,9 @@ VENDOR = "/static/vendor/bootstrap-italia/"
 
 @pytest.fixture
 async def env(db_url: str, tmp_path: Path, clock: FakeClock) -> AsyncIterator[Env]:
-    """The application on a real loopback port, its public URL that port (the room accepts
-    connections from the service's own origin only)."""
-    port = free_port()
-    settings = make_settings(
-        db_url,
-        tmp_path,
-        public_url=f"http://127.0.0.1:{port}",
-        media_bind_address="127.0.0.1",  # the media server's host candidate: loopback only
-    )
-    server = TestServer(create_app(settings, clock=clock), host="127.0.0.1", port=port)
-    client: TestClient[web.Request, web.Application] = TestClient(server)
-    await client.start_server()
-    environment = Env(client=client, clock=clock, db_url=db_url)
-    try:
+    """The application on a real loopback port."""
+    async with serving(db_url, tmp_path, clock) as environment:
         yield environment
-    finally:
-        await environment.close_extra()
-        await client.close()
 
 
 @pytest.fixture
