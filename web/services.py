@@ -11,7 +11,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 
 from cases.accounts import Accounts
 from cases.alerts import Alerts
@@ -46,6 +46,8 @@ log = logging.getLogger(__name__)
 TEMPLATES = Path(__file__).parent / "templates"
 MAINTENANCE_SECONDS = 600.0
 JOBS_SECONDS = 30.0  # how often due jobs (meeting reminders) are looked for
+REDIS_CONNECTIONS = 64  # connections to Redis for sessions and presence, at most
+REDIS_WAIT_SECONDS = 10.0  # how long a burst waits for one of them
 
 
 @dataclass
@@ -160,7 +162,12 @@ async def open_services(settings: Settings, clock: Clock) -> Services:
     )
     redis: Redis | None = None
     if settings.redis_url:
-        redis = Redis.from_url(settings.redis_url)
+        # Sessions and presence: a burst waits for one of the pool's connections rather than
+        # failing with "Too many connections" as the default pool does past its 100.
+        pool = BlockingConnectionPool.from_url(
+            settings.redis_url, max_connections=REDIS_CONNECTIONS, timeout=REDIS_WAIT_SECONDS
+        )
+        redis = Redis.from_pool(pool)  # closed with the client
     metrics = Metrics()
     mail = MailWorker(db, settings, clock, on_result=lambda s: metrics.mails.labels(s).inc())
     i18n = I18n()
