@@ -393,8 +393,9 @@ class Script:
         self.busy = 0
         self.rng = random.Random(args.seed)  # noqa: S311 - a load, not a secret
 
-    async def guarded(self, what: str, action: Any) -> None:
-        self.busy += 1
+    async def guarded(self, what: str, action: Any, churn: bool = True) -> None:
+        """Run ``action``, counting what it raises as an error; ``churn``: count it in ``busy``."""
+        self.busy += churn
         try:
             await action
         except Failure as failure:
@@ -402,7 +403,7 @@ class Script:
         except Exception as exc:  # the instrument itself must go on
             self.stats.error("client", f"{what}: {type(exc).__name__}: {exc}")
         finally:
-            self.busy -= 1
+            self.busy -= churn
 
     async def talk(self, person: Participant) -> None:
         interval = self.args.interval
@@ -413,7 +414,9 @@ class Script:
                 await asyncio.sleep(delay)
             at += interval
             if self.talking and not self.stopped.is_set():
-                await self.guarded(f"say m{person.room.index}", person.say(self.measured))
+                await self.guarded(
+                    f"say m{person.room.index}", person.say(self.measured), churn=False
+                )
 
     async def churn(self, person: Participant) -> None:
         """Reconnects for everyone; leaves and uploads for the parties."""
@@ -775,7 +778,11 @@ async def bench(args: argparse.Namespace, work: Path, stats: Stats) -> dict[str,
         results |= losses(stats)
         results |= await check_database(args.database_url, stats)
         servers.close()
-        results["log_problems"] = "Traceback" in tail(work / "concilia.log", 50_000_000)
+        log = tail(work / "concilia.log", 50_000_000)
+        results["log_problems"] = "Traceback" in log
+        if results["log_problems"]:  # the first one, to say what went wrong
+            at = log.index("Traceback")
+            print("  the server's log holds a traceback:\n" + log[max(0, at - 400) : at + 2500])
     finally:
         servers.close()
         with contextlib.suppress(Exception):
@@ -839,7 +846,7 @@ def main() -> int:
     parser.add_argument("--minutes", type=float, help="measured minutes: 10 (0.75 with --quick)")
     parser.add_argument("--quick", action="store_true", help="a short run for CI: ~1 minute")
     parser.add_argument("--warmup", type=float, help="seconds of load before the first reading")
-    parser.add_argument("--interval", type=float, default=5.0, help="seconds between messages")
+    parser.add_argument("--interval", type=float, help="seconds between two messages of one")
     parser.add_argument("--reconnect-every", type=float, help="mean seconds, per participant")
     parser.add_argument("--leave-every", type=float, help="mean seconds, per party")
     parser.add_argument("--upload-every", type=float, help="mean seconds, per party")
@@ -867,9 +874,10 @@ def main() -> int:
         "participants": 90 if quick else 1000,
         "minutes": 0.75 if quick else 10.0,
         "warmup": 10.0 if quick else 60.0,
-        "reconnect_every": 20.0 if quick else 300.0,
-        "leave_every": 30.0 if quick else 600.0,
-        "upload_every": 30.0 if quick else 600.0,
+        "interval": 5.0 if quick else 10.0,
+        "reconnect_every": 20.0 if quick else 600.0,
+        "leave_every": 30.0 if quick else 900.0,
+        "upload_every": 30.0 if quick else 900.0,
         "away_min": 1.0 if quick else 3.0,
         "away_max": 3.0 if quick else 15.0,
         "report_every": 15.0 if quick else 60.0,
