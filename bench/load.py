@@ -88,6 +88,9 @@ NAMESPACE = "/meeting"
 CALL_TIMEOUT = 30.0
 CONNECT_AT_ONCE = 24  # meetings entering at the same time
 LIVE_GRACE = 1.0  # a receiver that left this soon after a send may have missed it live
+# A receiver whose connection stayed open this long after a send and never got it live lost it;
+# one that left between LIVE_GRACE and this got it late (resynced by its next join).
+LIVE_LOST = CALL_TIMEOUT
 P99_TARGET_MS = 100.0
 DEFAULT_REDIS = "redis://127.0.0.1:6379/0"
 SAMPLE_SECONDS = 10.0
@@ -658,10 +661,12 @@ def undelivered(stats: Stats) -> bool:
 
 def losses(stats: Stats) -> dict[str, Any]:
     """What every participant holds at the end against what was acknowledged; the live
-    deliveries missed by a participant that was there (counted as late as can be)."""
+    deliveries a participant that was there missed: lost when its connection stayed open
+    ``LIVE_LOST`` after the send, late otherwise (both as late as can be in the latencies)."""
     acked = [s for s in stats.sent.values() if s.seq is not None]
     unheld = 0
     missed_live = 0
+    late = 0
     for sent in acked:
         if any(p.index != sent.sender and sent.seq not in p.held for p in sent.room.people):
             unheld += 1
@@ -669,10 +674,14 @@ def losses(stats: Stats) -> dict[str, Any]:
             if receiver in sent.live:
                 continue
             closed = sent.room.people[receiver].closed_at.get(conn)
-            if closed is None or closed > sent.at + LIVE_GRACE:
+            if closed is None or closed > sent.at + LIVE_LOST:
                 missed_live += 1
-                if sent.measured:
-                    stats.latencies.append(math.inf)
+            elif closed > sent.at + LIVE_GRACE:
+                late += 1
+            else:
+                continue
+            if sent.measured:
+                stats.latencies.append(math.inf)
     lost_documents = sum(
         1
         for share in stats.shares
@@ -683,6 +692,7 @@ def losses(stats: Stats) -> dict[str, Any]:
         "unacked": len(stats.sent) - len(acked),
         "unheld": unheld,
         "missed_live": missed_live,
+        "late_live": late,
         "lost_documents": lost_documents,
     }
 
@@ -819,6 +829,7 @@ def report(args: argparse.Namespace, stats: Stats, found: dict[str, Any]) -> int
         "messages": found["acked"],
         "stored": found["stored_chat"],
         "missed_live": found["missed_live"],
+        "late_live": found["late_live"],
         "lost_documents": found["lost_documents"] + found["documents_missing"],
         "reconnects": stats.actions["reconnect"],
         "leaves": stats.actions["leave"],
