@@ -377,24 +377,30 @@ class Rooms:
     async def _seat(
         self, session: AsyncSession, account_id: uuid.UUID, meeting_id: uuid.UUID
     ) -> Seat:
+        # One statement, the member and the room outer-joined: every event and every join
+        # reads a seat (several times for a join), and three round trips each were the largest
+        # part of a join's cost under load (bench/load.py).
         row = (
             await session.execute(
-                select(Meeting, Case, Account)
+                select(Meeting, Case, Account, RoomMember, Room)
                 .join(Case, Case.id == Meeting.case_id)
                 .join(Account, Account.id == account_id)
+                .outerjoin(
+                    RoomMember,
+                    (RoomMember.meeting_id == Meeting.id) & (RoomMember.account_id == account_id),
+                )
+                .outerjoin(Room, Room.meeting_id == Meeting.id)
                 .where(Meeting.id == meeting_id)
             )
         ).first()
         if row is None:
             raise UserError(ErrorCode.NOT_FOUND)
-        meeting, case, account = row
+        meeting, case, account, member, room = row
         side = side_of(account, meeting, case)
         if side is None or meeting.status == MeetingStatus.CANCELLED:
             raise UserError(ErrorCode.NOT_FOUND)  # as for a meeting that does not exist
         if account.status != Status.ACTIVE:
             raise UserError(ErrorCode.ACCOUNT_DISABLED)
-        member = await session.get(RoomMember, (meeting_id, account_id))
-        room = await session.get(Room, meeting_id)
         return Seat(meeting, case, account, side, member, room)
 
     async def _locked(

@@ -29,6 +29,7 @@ from urllib.parse import urlsplit
 import orjson
 import socketio
 from aiohttp import web
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 from redis.retry import Retry
@@ -50,6 +51,10 @@ FLOOD_LIMIT = 50  # events refused for rate in a row before the connection is cl
 ENDED_GRACE_SECONDS = 1.0
 SWEEP_SECONDS = 5.0  # how soon a disabled account or a revoked delegation loses its connections
 RETRY_MAX_SECONDS = 8.0  # the longest wait between two tries to subscribe to Redis again
+# Connections a node publishes its room events on (and subscribes with): a burst of emits waits
+# this long at most for a free one rather than failing.
+PUBLISH_CONNECTIONS = 32
+PUBLISH_WAIT_SECONDS = 10.0
 MEMBER_AUDIENCES = (IN, CONCILIATOR, side_audience("applicant"), side_audience("company"))
 MEDIA_ELSEWHERE = "media_elsewhere"  # the meeting's media is on another node: params.url
 # Room events after which a meeting's media routing is read again from the database.
@@ -672,6 +677,9 @@ class FanOut(socketio.AsyncRedisManager):  # type: ignore[misc]
     doubling up to ``RETRY_MAX_SECONDS``), logs the recovery and, once subscribed again, calls
     ``on_back`` (the namespace asks its connections to resync from the database)."""
 
+    redis: Any  # the library's attributes, untyped there
+    pubsub: Any
+
     def __init__(
         self,
         url: str,
@@ -681,6 +689,27 @@ class FanOut(socketio.AsyncRedisManager):  # type: ignore[misc]
         super().__init__(url, channel=channel, redis_options={"retry": Retry(NoBackoff(), 0)})
         self.on_back = on_back
         self.on_emit: Callable[[object, object, object], None] | None = None
+
+    def _redis_connect(self) -> None:
+        """One client, and one pool, for the node's whole life; a new subscription each time.
+
+        The library's own builds a new client at each call — after every failed publish too,
+        and a burst of more concurrent emits than its pool's 100 connections fails with "Too
+        many connections" — leaving the old client's connections open: under load a node
+        gathered thousands of descriptors and dropped emits. A blocking pool makes a burst wait
+        for a free connection instead; a connection Redis dropped is opened again on its next
+        use, so the client never needs replacing."""
+        client = self.redis
+        if client is None:
+            pool = BlockingConnectionPool.from_url(
+                self.redis_url,
+                max_connections=PUBLISH_CONNECTIONS,
+                timeout=PUBLISH_WAIT_SECONDS,
+                **self.redis_options,
+            )
+            client = self.redis = Redis.from_pool(pool)
+        self.pubsub = client.pubsub(ignore_subscribe_messages=True)
+        self.connected = True
 
     async def _handle_emit(self, message: dict[str, Any]) -> None:
         await super()._handle_emit(message)

@@ -11,7 +11,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -52,6 +52,8 @@ TEMPLATES = Path(__file__).parent / "templates"
 MAINTENANCE_SECONDS = 600.0
 JOBS_SECONDS = 30.0  # how often due jobs (meeting reminders) are looked for
 REDIS_TIMEOUT = 5.0  # seconds for one Redis connect or reply
+REDIS_CONNECTIONS = 64  # connections to Redis for sessions and presence, at most
+REDIS_WAIT_SECONDS = 10.0  # how long a burst waits for one of them
 
 
 @dataclass
@@ -162,14 +164,19 @@ def redis_client(url: str) -> Redis:
     Redis restart each connection left in its pool would fail once, and so the request using
     it (a 503 with Redis already back). A broken connection is opened again at once, a few
     times (about 0.35 s in all), before the failure counts as an outage; a Redis that stops
-    answering fails requests within ``REDIS_TIMEOUT`` seconds instead of holding them."""
-    return Redis.from_url(
+    answering fails requests within ``REDIS_TIMEOUT`` seconds instead of holding them. Sessions
+    and presence share a blocking pool: a burst waits for one of its connections rather than
+    failing with "Too many connections" as the default pool does past its 100."""
+    pool = BlockingConnectionPool.from_url(
         url,
+        max_connections=REDIS_CONNECTIONS,
+        timeout=REDIS_WAIT_SECONDS,
         retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 3),
         retry_on_error=[RedisConnectionError, RedisTimeoutError],
         socket_connect_timeout=REDIS_TIMEOUT,
         socket_timeout=REDIS_TIMEOUT,
     )
+    return Redis.from_pool(pool)  # the pool is closed with the client
 
 
 async def open_services(settings: Settings, clock: Clock) -> Services:

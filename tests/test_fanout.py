@@ -1,0 +1,49 @@
+"""The node's Redis manager under a burst of emits: every one published on one client, its
+connections bounded (``bench.load`` found a node's descriptors in the thousands and emits
+dropped: the library's client failed with "Too many connections" past 100 concurrent publishes,
+and was replaced, connections and all, at each failure)."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import orjson
+from redis.asyncio import Redis
+
+from signaling.server import PUBLISH_CONNECTIONS, FanOut, OrJson
+
+
+async def test_a_burst_of_emits_is_published_whole_on_one_client(redis_url: str) -> None:
+    channel = f"concilia-test-{uuid.uuid4().hex[:10]}-meeting"
+    listener = Redis.from_url(redis_url)
+    pubsub = listener.pubsub(ignore_subscribe_messages=True)
+    await pubsub.subscribe(channel)
+    manager = FanOut(redis_url, channel)
+    manager.json = OrJson
+    burst = 4 * PUBLISH_CONNECTIONS + 150  # more than the library's pool of 100 allowed
+    try:
+        manager._redis_connect()
+        client = manager.redis
+        answers = await asyncio.gather(*(manager._publish({"n": n}) for n in range(burst)))
+        assert answers == [1] * burst  # each reached the one subscriber
+        assert manager.redis is client  # never replaced
+        pool = client.connection_pool
+        assert len(pool._in_use_connections) + len(pool._available_connections) <= (
+            PUBLISH_CONNECTIONS
+        )
+        got: list[int] = []
+        async with asyncio.timeout(10):
+            while len(got) < burst:
+                message = await pubsub.get_message(timeout=1)
+                if message is not None:
+                    got.append(orjson.loads(message["data"])["n"])
+        assert sorted(got) == list(range(burst))
+        # A later subscription (after a Redis outage, say) keeps the same client.
+        manager._redis_connect()
+        assert manager.redis is client
+    finally:
+        await pubsub.aclose()  # type: ignore[no-untyped-call]
+        await listener.aclose()
+        if manager.redis is not None:
+            await manager.redis.aclose()
