@@ -76,7 +76,20 @@ async def db_url(
     pg_databases: PostgresDatabases | BaseException,
 ) -> AsyncIterator[str]:
     """A freshly migrated, empty database on each backend."""
-    if request.param == "sqlite":
+    async with fresh_database(request.param, tmp_path, sqlite_template, pg_databases) as url:
+        yield url
+
+
+@contextlib.asynccontextmanager
+async def fresh_database(
+    backend: str,
+    tmp_path: Path,
+    sqlite_template: Path,
+    pg_databases: PostgresDatabases | BaseException,
+) -> AsyncIterator[str]:
+    """The URL of a freshly migrated, empty database on ``backend`` (``sqlite`` or
+    ``postgresql``), dropped afterwards."""
+    if backend == "sqlite":
         path = tmp_path / "concilia.sqlite3"
         shutil.copy(sqlite_template, path)
         yield f"sqlite+aiosqlite:///{path}"
@@ -85,8 +98,10 @@ async def db_url(
         unavailable("PostgreSQL", pg_databases)
         raise AssertionError("unreachable")
     url = await pg_databases.clone()
-    yield url
-    await pg_databases.drop(url.rsplit("/", 1)[1])
+    try:
+        yield url
+    finally:
+        await pg_databases.drop(url.rsplit("/", 1)[1])
 
 
 @pytest.fixture

@@ -43,7 +43,7 @@ from playwright.async_api import (
 
 from cases.companies import do_create_company
 from core.clock import FakeClock
-from tests.conftest import MailSink, serving
+from tests.conftest import MailSink, fresh_database, serving
 from tests.services import PostgresDatabases, unavailable
 from tests.support import (
     GOOD_PASSWORD,
@@ -106,17 +106,8 @@ async def journey_db(
     pg_databases: PostgresDatabases | BaseException,
 ) -> AsyncIterator[str]:
     """A freshly migrated database: SQLite for the direct run, PostgreSQL for the delegated."""
-    if RUNS[run] == "sqlite":
-        path = tmp_path / "concilia.sqlite3"
-        shutil.copy(sqlite_template, path)
-        yield f"sqlite+aiosqlite:///{path}"
-        return
-    if isinstance(pg_databases, BaseException):
-        unavailable("PostgreSQL", pg_databases)
-        raise AssertionError("unreachable")
-    url = await pg_databases.clone()
-    yield url
-    await pg_databases.drop(url.rsplit("/", 1)[1])
+    async with fresh_database(RUNS[run], tmp_path, sqlite_template, pg_databases) as url:
+        yield url
 
 
 @pytest.fixture
