@@ -46,14 +46,15 @@ def _one(exc: BaseException) -> str | None:
         return DATABASE
     if isinstance(exc, sa_errors.TimeoutError):  # the pool had no connection to give
         return DATABASE
-    if isinstance(exc, sa_errors.OperationalError | sa_errors.InterfaceError):
-        return DATABASE
+    # Only the errors of a connection: not SQLAlchemy's OperationalError or InterfaceError as
+    # such, nor asyncpg's InterfaceError, which also stand for bugs and bad input (a query
+    # argument out of range, "no such table", another operation in progress); a connection
+    # lost under a statement comes as ``connection_invalidated`` above.
     if isinstance(
         exc,
         asyncpg.PostgresConnectionError
         | asyncpg.CannotConnectNowError
-        | asyncpg.AdminShutdownError
-        | asyncpg.InterfaceError,
+        | asyncpg.AdminShutdownError,
     ):
         return DATABASE
     if isinstance(exc, OSError | asyncio.TimeoutError):

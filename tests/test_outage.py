@@ -11,10 +11,11 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import asyncpg.exceptions._base as asyncpg_base
 import pytest
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
 from core.db import Database
 from core.outage import DATABASE, REDIS, dependency_down, log_failure
@@ -51,6 +52,14 @@ async def test_the_failures_of_an_outage_name_their_dependency(sqlite_url: str) 
     assert dependency_down(ValueError("bad input")) is None
     assert dependency_down(ConnectionRefusedError("not from a dependency's code")) is None
     assert dependency_down(IntegrityError("INSERT", {}, Exception("duplicate"))) is None
+    # Bad input and bugs that come as a driver's "interface" or "operational" errors are no
+    # outage either: the client must not be told to try again.
+    bad_argument = asyncpg_base.DataError("invalid input for query argument $1")
+    wrapped = DBAPIError("SELECT", {}, bad_argument)
+    wrapped.__cause__ = bad_argument
+    assert dependency_down(wrapped) is None
+    assert dependency_down(OperationalError("SELECT", {}, Exception("no such table"))) is None
+    assert dependency_down(asyncpg_base.InterfaceError("another operation is in progress")) is None
     db = Database(sqlite_url)
     try:
         await db.ping()  # the real one answers
