@@ -45,7 +45,9 @@ class Outage:
     def as_json(self) -> dict[str, object]:
         return {
             "dependency": self.dependency,
-            "error": self.error,
+            # The exception's type only: its text may name hosts, ports and the database user,
+            # and /readyz is public; the node's log has it in full.
+            "error": self.error.partition(":")[0],
             "started": self.started.isoformat(),
             "ended": self.ended.isoformat() if self.ended else None,
             "seconds": round(self.seconds, 1) if self.seconds is not None else None,
