@@ -136,8 +136,14 @@ class Invitations:
         return sent
 
     async def remind(self, session: AsyncSession, job: Job) -> None:
-        """The job of a reminder: sent only if the meeting is still the one it was planned for."""
-        meeting = await session.get(Meeting, uuid.UUID(str(job.payload["meeting"])))
+        """The job of a reminder: sent only if the meeting is still the one it was planned for.
+
+        The meeting's row is taken first: a move, a cancellation or the room's opening that
+        holds it (and skipped this job, ``core.jobs.drop_jobs``) commits before the check, so
+        the reminder sees the meeting as they left it."""
+        meeting = await session.get(
+            Meeting, uuid.UUID(str(job.payload["meeting"])), with_for_update=True
+        )
         if (
             meeting is None
             or meeting.status != MeetingStatus.SCHEDULED
