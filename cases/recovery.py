@@ -22,6 +22,7 @@ from cases.accounts import Account, Accounts, DisabledReason, Status, check_new_
 from cases.identity import check_email, clean, username_key
 from cases.tokens import AccountToken, Purpose, find_link, issue_link, spend
 from core.errors import ErrorCode, FieldErrors, UserError
+from core.outage import log_failure
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +49,7 @@ class Recovery:
                 async with self._turn:
                     await work
             except Exception:
-                log.exception("%s failed", what)
+                log_failure(log, "%s failed", what)
 
         task = asyncio.create_task(run(), name=what)
         self._tasks.add(task)
