@@ -250,6 +250,7 @@
     const answer = await call("join", payload);
     state.joining = Math.max(0, state.joining - 1);
     if (answer.ok) {
+      $("room-error").hidden = true;
       applySnapshot(answer.snapshot, payload.after !== undefined);
     } else {
       refusedJoin(answer, payload);
@@ -268,11 +269,19 @@
     } else if (code === "room_closed") {
       if (state.room && state.room.ended) showEnded();
       else fatal(errorText(answer.error));
-    } else if (code === "offline") {
-      // No answer in time: ask again while connected (a reconnection joins by itself).
+    } else if (code === "offline" || code === "unavailable") {
+      // No answer in time, or the database or Redis is down for a moment: say so, and ask
+      // again while connected (a reconnection joins by itself).
+      let wait = 2000;
+      if (code === "unavailable") {
+        show("room-error", errorText(answer.error));
+        $("room-error").hidden = false;
+        const after = Number((answer.error.params || {}).retry_after);
+        wait = 1000 * Math.min(30, after > 0 ? after : 5);
+      }
       window.setTimeout(() => {
         if (socket.connected && !state.over) join(payload);
-      }, 2000);
+      }, wait);
     } else {
       show("room-error", errorText(answer.error));
       $("room-error").hidden = false;
