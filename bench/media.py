@@ -46,24 +46,15 @@ from pathlib import Path
 from types import FrameType
 from typing import IO, Any
 
+from bench.chat import cpu_seconds
 from bench.upload import Processes, tail
 
 ROOT = Path(__file__).resolve().parents[1]
-TICK = os.sysconf("SC_CLK_TCK")
 FPS = 30.0  # the publishers' frame rate
 FPS_FLOOR = 29.0
 LOAD_CEILING = 90.0  # % of a core: past this the load process, not the server, is the limit
 LATE_MS = 100.0  # the replay's timer this late: the load process was starved
 RETRIES = 2
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of ``pid`` and its threads so far (``/proc/<pid>/stat``)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / TICK
 
 
 def bench_env(root: Path = ROOT) -> dict[str, str]:
