@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import TypeVar
 
-from sqlalchemy import ForeignKey, Integer, String, func, select, update
+from sqlalchemy import ForeignKey, Integer, String, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
@@ -36,16 +36,16 @@ from cases.throttle import Throttle
 from cases.tokens import Purpose, find_link, issue_link, revoke, spend
 from core.clock import Clock
 from core.db import Base, Database, UTCDateTime
-from core.errors import ErrorCode, FieldErrors, Throttled, UserError
+from core.errors import ErrorCode, FieldErrors, UserError
 from core.i18n import LANGUAGES
 from core.ids import new_id
+from core.quota import Quota
 from core.settings import Settings
 
 _E = TypeVar("_E", bound=StrEnum)
 
 HISTORY = 3  # a new password must differ from this many latest ones (the current included)
 STAFF_LINK_HOURS = 72
-REGISTRATION_WINDOW = timedelta(hours=1)  # of the hourly limit of registrations per address
 
 
 class Role(StrEnum):
@@ -117,9 +117,6 @@ class Account(Base):
     totp_last_step: Mapped[int | None] = mapped_column(Integer, nullable=True)
     language: Mapped[str] = mapped_column(String(2), default="it")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
-    # The keyed hash of the address that registered the account, kept for the hourly limit
-    # only (dropped after the hour by ``do_forget_addresses``).
-    registration_key: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
     last_login_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     last_activity_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     # When an admin activated a company representative (or created the account active).
@@ -303,6 +300,8 @@ class Accounts:
         self.notifier = notifier
         self.sessions = sessions
         self.throttle = throttle
+        # Accounts one client address may register per hour (``core.quota``).
+        self.registrations = Quota("register", settings.registrations_per_hour, clock)
 
     # -- reading -----------------------------------------------------------------------
 
@@ -344,40 +343,16 @@ class Accounts:
         )
         return not taken
 
-    async def check_registration_rate(self, client_key: str) -> None:
-        """``RATE_LIMITED`` once an address registered ``registrations_per_hour`` accounts in
-        the hour (before the form is even checked: a script pays nothing to try)."""
-        since = self.clock.now() - REGISTRATION_WINDOW
-        async with self.db.session() as session:
-            count, oldest = (
-                await session.execute(
-                    select(func.count(), func.min(Account.created_at)).where(
-                        Account.registration_key == client_key, Account.created_at > since
-                    )
-                )
-            ).one()
-        if (count or 0) >= self.settings.registrations_per_hour:
-            wait = (oldest + REGISTRATION_WINDOW - self.clock.now()).total_seconds()
-            raise Throttled(max(1, int(wait) + 1), ErrorCode.RATE_LIMITED)
-
-    async def do_forget_addresses(self) -> int:
-        """Drop the address hashes the hourly limit no longer needs; returns how many."""
-        cutoff = self.clock.now() - REGISTRATION_WINDOW
-        async with self.db.session() as session:
-            result = await session.execute(
-                update(Account)
-                .where(Account.registration_key.is_not(None), Account.created_at <= cutoff)
-                .values(registration_key=None)
-            )
-            await session.commit()
-        return int(getattr(result, "rowcount", 0) or 0)
-
     async def do_register(self, form: Mapping[str, object], client: str | None = None) -> Account:
         """Create a self-registered account awaiting e-mail verification, and mail the link;
-        ``client``, the address registering, is held to the hourly limit."""
+        ``client``, the address registering, is held to the hourly limit: refused before the
+        form is even checked once the hour's registrations are used up (a script pays
+        nothing to try), and the registration itself takes its use in its own transaction
+        (parallel requests cannot share the last one; a refused form uses none)."""
         client_key = None if client is None else self.throttle.key("register", client)
         if client_key is not None:
-            await self.check_registration_rate(client_key)
+            async with self.db.session() as session:
+                await self.registrations.check(session, client_key)
         reg = check_registration(form)
         password_hash = await self.hasher.hash(reg.password)
         now = self.clock.now()
@@ -391,6 +366,8 @@ class Accounts:
                     errors["company_id"] = [ErrorCode.INVALID_CHOICE]
             if errors:
                 raise FieldErrors(errors)
+            if client_key is not None:
+                await self.registrations.take(session, client_key)
             account = Account(
                 id=new_id(),
                 username=reg.username,
@@ -412,7 +389,6 @@ class Accounts:
                 mfa_method=MfaMethod.NONE,
                 language=reg.language,
                 created_at=now,
-                registration_key=client_key,
             )
             session.add(account)
             # The row must exist before rows that refer to it; the unique username is decided

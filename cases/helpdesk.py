@@ -22,10 +22,10 @@ import unicodedata
 import uuid
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import Boolean, ForeignKey, Integer, String, Text, func, insert, select, update
+from sqlalchemy import Boolean, ForeignKey, Integer, String, Text, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
@@ -45,15 +45,15 @@ from cases.uploads import (
 )
 from core.clock import Clock
 from core.db import Base, Database, UTCDateTime
-from core.errors import ErrorCode, FieldErrors, Throttled, UserError
+from core.errors import ErrorCode, FieldErrors, UserError
 from core.i18n import LANGUAGES, N_
 from core.ids import keyed_hash, new_id
+from core.quota import Quota
 
 CODE_PREFIX = "HD"
 SUBJECT_MAX = 200
 BODY_MAX = 5000
 OPERATORS = frozenset({Role.HELPDESK, Role.ADMIN})
-RATE_WINDOW = timedelta(hours=1)
 QUEUE_LIMIT = 200
 
 
@@ -105,9 +105,6 @@ class Ticket(Base):
     contact_name: Mapped[str | None] = mapped_column(String(NAME_MAX), nullable=True)
     contact_email: Mapped[str | None] = mapped_column(String(254), nullable=True)
     contact_language: Mapped[str | None] = mapped_column(String(5), nullable=True)
-    # A keyed hash of an anonymous sender's address, only for the hourly limit: it is
-    # forgotten (set to NULL) once the hour has passed.
-    client_key: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
@@ -397,6 +394,8 @@ class HelpDesk:
         self.notifier = notifier
         self._secret = secret
         self.anonymous_per_hour = anonymous_per_hour
+        # Tickets one anonymous client address may open per hour (``core.quota``).
+        self.anonymous = Quota("helpdesk", anonymous_per_hour, clock)
 
     @contextlib.asynccontextmanager
     async def attachments(self) -> AsyncIterator[Attachments]:
@@ -415,32 +414,10 @@ class HelpDesk:
         return keyed_hash(self._secret, "helpdesk", address)
 
     async def check_rate(self, client_key: str) -> None:
-        """``RATE_LIMITED`` once an address sent ``anonymous_per_hour`` tickets in the hour."""
-        since = self.clock.now() - RATE_WINDOW
+        """``RATE_LIMITED`` once an address opened ``anonymous_per_hour`` tickets in this
+        hour (read only: the ticket itself takes its use, ``do_create``)."""
         async with self.db.session() as session:
-            count, oldest = (
-                await session.execute(
-                    select(func.count(), func.min(Ticket.created_at)).where(
-                        Ticket.client_key == client_key, Ticket.created_at > since
-                    )
-                )
-            ).one()
-        if (count or 0) >= self.anonymous_per_hour:
-            # Until the oldest of them leaves the hour.
-            wait = (oldest + RATE_WINDOW - self.clock.now()).total_seconds() if oldest else 60
-            raise Throttled(max(1, int(wait) + 1), ErrorCode.RATE_LIMITED)
-
-    async def do_forget_addresses(self) -> int:
-        """Drop the address hashes the hourly limit no longer needs; returns how many."""
-        cutoff = self.clock.now() - RATE_WINDOW
-        async with self.db.session() as session:
-            result = await session.execute(
-                update(Ticket)
-                .where(Ticket.client_key.is_not(None), Ticket.created_at <= cutoff)
-                .values(client_key=None)
-            )
-            await session.commit()
-        return int(getattr(result, "rowcount", 0) or 0)
+            await self.anonymous.check(session, client_key)
 
     # -- actions ----------------------------------------------------------------------------
 
@@ -499,8 +476,9 @@ class HelpDesk:
         client_key: str | None = None,
     ) -> Ticket:
         """Open a ticket with its first message (and files); operators are e-mailed. An
-        anonymous sender (``account`` None) is held to the hourly limit of ``client_key``.
-        On any failure the files are deleted."""
+        anonymous sender (``account`` None) is held to the hourly limit of ``client_key``,
+        whose use the ticket takes in its own transaction (parallel requests cannot share
+        the last one). On any failure the files are deleted."""
         async with settled(files):
             if account is None:
                 if new.email is None or new.name is None:
@@ -509,6 +487,8 @@ class HelpDesk:
                     await self.check_rate(client_key)
             now = self.clock.now()
             async with self.db.session() as session:
+                if account is None and client_key is not None:
+                    await self.anonymous.take(session, client_key)
                 ticket = Ticket(
                     id=new_id(),
                     code=await next_ticket_code(session, now.year),
@@ -519,7 +499,6 @@ class HelpDesk:
                     contact_name=new.name if account is None else None,
                     contact_email=new.email if account is None else None,
                     contact_language=new.language if account is None else None,
-                    client_key=client_key if account is None else None,
                     created_at=now,
                     updated_at=now,
                 )

@@ -1,68 +1,78 @@
 """Username recovery and password reset by e-mail.
 
 Both answer identically whether an account matches or not, and in the same time: the request
-is checked at once, but looking the account up, issuing the link and queueing the mail happen
-in the background, after the answer (done inline, a known account's request took several
-times as long as an unknown one's: a timing oracle for who is registered). Links are built
-from the configured public URL, never from the request. A reset link carries 256 random bits, is
-stored only as a hash, works once for 30 minutes, and asking again revokes the older one.
+is checked and recorded at once as a job in the database (``core.jobs``: one insert, whatever
+the account), and looking the account up, issuing the link and queueing the mail are that
+job's work, just after the answer (done inline, a known account's request took several times
+as long as an unknown one's: a timing oracle for who is registered). Being a job, a request
+that was answered is not lost: a node that stops, or a database that fails while it runs,
+leaves it pending, and it is done when it can be. Each identifier (address or username) may
+ask ``REQUESTS_PER_HOUR`` times an hour (``core.quota``); more requests get the same answer
+and do nothing, and an account gets at most ``RESETS_PER_HOUR`` reset links an hour however
+it is named. Links are built from the configured public URL, never from the request. A reset
+link carries 256 random bits, is stored only as a hash, works once for 30 minutes, and asking
+again revokes the older one. The job's payload (the identifier) is emptied once it is done.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections.abc import Coroutine, Mapping
+from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from cases.accounts import Account, Accounts, DisabledReason, Status, check_new_password
 from cases.identity import check_email, clean, username_key
 from cases.tokens import AccountToken, Purpose, find_link, issue_link, spend
 from core.errors import ErrorCode, FieldErrors, UserError
-from core.outage import log_failure
+from core.ids import keyed_hash
+from core.jobs import Job, JobRunner, schedule_job
+from core.quota import Quota
 
 log = logging.getLogger(__name__)
 
-RESETS_PER_HOUR = 5  # more requests are ignored silently (same answer), to stop mail floods
-WAITING_MAX = 1000  # requests waiting for their turn; beyond, dropped (same answer), and logged
+RESETS_PER_HOUR = 5  # reset links per account an hour; more requests do nothing (same answer)
+REQUESTS_PER_HOUR = 5  # requests per identifier an hour; more do nothing (same answer)
+RESET_JOB = "recovery.reset"
+USERNAMES_JOB = "recovery.usernames"
+JOB_REF = "recovery"
 
 
 class Recovery:
-    def __init__(self, accounts: Accounts) -> None:
+    def __init__(self, accounts: Accounts, secret: bytes, jobs: JobRunner) -> None:
         self.accounts = accounts
-        self._tasks: set[asyncio.Task[None]] = set()
-        # One request at a time, in the order they came: the hourly cap counts the links
-        # issued before, and a flood of requests queues up instead of running all at once.
-        self._turn = asyncio.Lock()
+        self._secret = secret
+        self._jobs = jobs
+        self.requests = Quota("recovery", REQUESTS_PER_HOUR, accounts.clock)
+        jobs.register(RESET_JOB, self._send_reset)
+        jobs.register(USERNAMES_JOB, self._send_usernames)
 
-    def _later(self, work: Coroutine[Any, Any, None], what: str) -> None:
-        if len(self._tasks) >= WAITING_MAX:
-            work.close()
-            log.warning("%s dropped: %d requests are waiting already", what, len(self._tasks))
-            return
-
-        async def run() -> None:
-            try:
-                async with self._turn:
-                    await work
-            except Exception:
-                log_failure(log, "%s failed", what)
-
-        task = asyncio.create_task(run(), name=what)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+    async def _ask(self, kind: str, identity: str, payload: dict[str, Any]) -> None:
+        """Record the request as a job due now (within its identifier's hourly quota), and
+        wake the runner; the same statements whatever the account."""
+        accounts = self.accounts
+        key = keyed_hash(self._secret, kind, identity)
+        now = accounts.clock.now()
+        async with accounts.db.session() as session:
+            queued = await self.requests.reserve(session, key)
+            if queued:
+                schedule_job(session, kind=kind, ref=JOB_REF, due_at=now, now=now, payload=payload)
+            await session.commit()
+        if queued:
+            self._jobs.wake()
+        else:
+            log.info("%s ignored: over the hourly limit of its identifier", kind)
 
     async def drain(self) -> None:
-        """Wait for the requests answered so far to be done (tests, shutdown)."""
-        while self._tasks:
-            await asyncio.gather(*self._tasks)
+        """Do the requests answered so far that are due (tests; nodes do it by themselves)."""
+        await self._jobs.run_due(kinds=(RESET_JOB, USERNAMES_JOB))
 
     async def do_request_reset(self, identifier: object) -> None:
         """Mail a reset link to the account named by username or e-mail, if there is one
-        (in the background: see the module's docstring)."""
+        (by a job, after the answer: see the module's docstring)."""
         text = clean(identifier, 300)
         if not text:
             raise FieldErrors({"identifier": [ErrorCode.REQUIRED]})
@@ -70,43 +80,45 @@ class Recovery:
             email = check_email(text)
             if isinstance(email, ErrorCode):
                 raise FieldErrors({"identifier": [email]})
-            self._later(self._send_reset(email=email), "password reset request")
+            await self._ask(RESET_JOB, f"email:{email.lower()}", {"email": email})
         else:
-            self._later(self._send_reset(username=text), "password reset request")
+            await self._ask(RESET_JOB, f"username:{username_key(text)}", {"username": text})
 
-    async def _send_reset(self, *, email: str | None = None, username: str | None = None) -> None:
+    async def _send_reset(self, session: AsyncSession, job: Job) -> None:
         accounts = self.accounts
         now = accounts.clock.now()
         minutes = accounts.settings.reset_token_minutes
-        async with accounts.db.session() as session:
-            if email is not None:
-                query = select(Account).where(func.lower(Account.email) == email.lower())
-            else:
-                query = select(Account).where(Account.username_key == username_key(username or ""))
-            for account in list(await session.scalars(query)):
-                recent = await session.scalar(
-                    select(func.count())
-                    .select_from(AccountToken)
-                    .where(
-                        AccountToken.account_id == account.id,
-                        AccountToken.purpose == Purpose.RESET_PASSWORD,
-                        AccountToken.created_at > now - timedelta(hours=1),
-                    )
+        email = job.payload.get("email")
+        username = job.payload.get("username")
+        if isinstance(email, str):
+            query = select(Account).where(func.lower(Account.email) == email.lower())
+        elif isinstance(username, str):
+            query = select(Account).where(Account.username_key == username_key(username))
+        else:
+            return  # emptied already (done before) or not ours
+        for account in list(await session.scalars(query)):
+            recent = await session.scalar(
+                select(func.count())
+                .select_from(AccountToken)
+                .where(
+                    AccountToken.account_id == account.id,
+                    AccountToken.purpose == Purpose.RESET_PASSWORD,
+                    AccountToken.created_at > now - timedelta(hours=1),
                 )
-                if (recent or 0) >= RESETS_PER_HOUR:
-                    continue
-                token = await issue_link(
-                    session, account.id, Purpose.RESET_PASSWORD, timedelta(minutes=minutes), now
-                )
-                accounts.notifier.queue_for(
-                    session,
-                    account,
-                    "reset_password",
-                    minutes=minutes,
-                    link=f"{accounts.notifier.public_url}/reset/{token}",
-                )
-            await session.commit()
-        accounts.notifier.wake()
+            )
+            if (recent or 0) >= RESETS_PER_HOUR:
+                continue
+            token = await issue_link(
+                session, account.id, Purpose.RESET_PASSWORD, timedelta(minutes=minutes), now
+            )
+            accounts.notifier.queue_for(
+                session,
+                account,
+                "reset_password",
+                minutes=minutes,
+                link=f"{accounts.notifier.public_url}/reset/{token}",
+            )
+        job.payload = {}
 
     async def do_reset_password(self, token: str, form: Mapping[str, object]) -> Account:
         """Set a new password with a reset link; every session of the account ends.
@@ -151,29 +163,30 @@ class Recovery:
         return account
 
     async def do_recover_username(self, email: object) -> None:
-        """Mail the usernames registered with ``email``, if any (in the background)."""
+        """Mail the usernames registered with ``email``, if any (by a job, after the answer)."""
         address = check_email(clean(email, 300))
         if isinstance(address, ErrorCode):
             raise FieldErrors({"email": [address]})
-        self._later(self._send_usernames(address), "username recovery request")
+        await self._ask(USERNAMES_JOB, f"email:{address.lower()}", {"email": address})
 
-    async def _send_usernames(self, address: str) -> None:
+    async def _send_usernames(self, session: AsyncSession, job: Job) -> None:
         accounts = self.accounts
-        async with accounts.db.session() as session:
-            rows = list(
-                await session.scalars(
-                    select(Account)
-                    .where(func.lower(Account.email) == address.lower())
-                    .order_by(Account.created_at)
-                )
+        address = job.payload.get("email")
+        if not isinstance(address, str):
+            return  # emptied already (done before) or not ours
+        rows = list(
+            await session.scalars(
+                select(Account)
+                .where(func.lower(Account.email) == address.lower())
+                .order_by(Account.created_at)
             )
-            if rows:
-                accounts.notifier.queue(
-                    session,
-                    to=rows[0].email,
-                    lang=rows[0].language,
-                    template="recover_username",
-                    usernames=[r.username for r in rows],
-                )
-                await session.commit()
-        accounts.notifier.wake()
+        )
+        if rows:
+            accounts.notifier.queue(
+                session,
+                to=rows[0].email,
+                lang=rows[0].language,
+                template="recover_username",
+                usernames=[r.username for r in rows],
+            )
+        job.payload = {}

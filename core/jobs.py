@@ -11,9 +11,8 @@ dropped by ``drop`` (e.g. the reminders of a meeting that moved).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
@@ -111,19 +110,26 @@ class JobRunner:
         self.clock = clock
         self.handlers = dict(handlers)
         self.on_done = on_done
+        self._woken = asyncio.Event()
 
-    async def run_due(self, limit: int = 200) -> int:
-        """Run every due pending job (at most ``limit``); returns how many were done."""
+    def register(self, kind: str, handler: Handler) -> None:
+        """Run jobs of ``kind`` with ``handler`` from now on."""
+        self.handlers[kind] = handler
+
+    def wake(self) -> None:
+        """Make ``run_forever`` pass now rather than at its next interval (a job was added
+        that is due at once)."""
+        self._woken.set()
+
+    async def run_due(self, limit: int = 200, kinds: Collection[str] | None = None) -> int:
+        """Run every due pending job (at most ``limit``; only those of ``kinds`` if given);
+        returns how many were done."""
         now = self.clock.now()
+        query = select(Job.id).where(Job.status == JobStatus.PENDING, Job.due_at <= now)
+        if kinds is not None:
+            query = query.where(Job.kind.in_(list(kinds)))
         async with self.db.session() as session:
-            due = list(
-                await session.scalars(
-                    select(Job.id)
-                    .where(Job.status == JobStatus.PENDING, Job.due_at <= now)
-                    .order_by(Job.due_at, Job.id)
-                    .limit(limit)
-                )
-            )
+            due = list(await session.scalars(query.order_by(Job.due_at, Job.id).limit(limit)))
         done = 0
         for job_id in due:
             if await self._run_one(job_id, now):
@@ -164,11 +170,20 @@ class JobRunner:
             return False
 
     async def run_forever(self, stop: asyncio.Event, every: float = 30.0) -> None:
-        """Pass after pass until ``stop`` is set (the web server runs it in the background)."""
+        """Pass after pass until ``stop`` is set (the web server runs it in the background):
+        every ``every`` seconds, and at once when woken (``wake``)."""
         while not stop.is_set():
+            self._woken.clear()
             try:
                 await self.run_due()
             except Exception:
                 log_failure(log, "job pass failed")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), every)
+            waits = {
+                asyncio.ensure_future(stop.wait()),
+                asyncio.ensure_future(self._woken.wait()),
+            }
+            try:
+                await asyncio.wait(waits, timeout=every, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for waiting in waits:
+                    waiting.cancel()

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import re
+from datetime import timedelta
 
 import pytest
 from sqlalchemy import func, select
 
 import cases.recovery as recovery_module
 from cases.tokens import AccountToken, Purpose
+from core.jobs import Job, JobStatus
 from tests.support import GOOD_PASSWORD, Env, change_password, link_in, registered, sign_in
 from web.context import SESSION_COOKIE
 
@@ -197,20 +201,74 @@ async def test_reset_signs_out_the_browser_that_used_it(env: Env) -> None:
     assert browser.cookie(SESSION_COOKIE) in (None, "")
 
 
-async def test_requests_are_handled_after_the_answer_one_at_a_time_and_a_flood_is_cut(
-    env: Env, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+async def test_requests_are_jobs_done_after_the_answer_within_an_hourly_quota(
+    env: Env, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """The lookup and the mail come after the answer (the same time for every identifier);
-    requests wait their turn, and past ``WAITING_MAX`` waiting ones more are dropped."""
+    """The lookup and the mail come after the answer, as jobs in the database (the same
+    insert for every identifier); an identifier asks at most ``REQUESTS_PER_HOUR`` times an
+    hour (the rest is answered alike and ignored), and the account gets at most
+    ``RESETS_PER_HOUR`` links however it is named. Done jobs keep no identifier."""
+    caplog.set_level(logging.INFO, "cases.recovery")
     await registered(env, "coda")
-    monkeypatch.setattr(recovery_module, "WAITING_MAX", 3)
     recovery = env.services.recovery
-    for _ in range(5):
-        await recovery.do_request_reset("coda")  # answered at once: nothing done yet
+    for _ in range(7):
+        await recovery.do_request_reset("coda")  # answered once recorded (the node's runner
+    await recovery.do_request_reset("nessuno.qui")  # is woken and may be at work already)
+    for _ in range(2):
+        await recovery.do_request_reset("coda@example.org")
     async with env.services.db.session() as session:
-        resets = select(func.count()).where(AccountToken.purpose == Purpose.RESET_PASSWORD)
-        assert await session.scalar(resets) == 0
+        kinds = select(Job.kind).where(Job.ref == recovery_module.JOB_REF)
+        assert list(await session.scalars(kinds)) == [recovery_module.RESET_JOB] * (
+            recovery_module.REQUESTS_PER_HOUR + 1 + 2
+        )
+    assert caplog.text.count("over the hourly limit of its identifier") == 2
     await recovery.drain()
     mails = [m for m in await env.mails("coda@example.org") if "/reset/" in m.body_text]
-    assert len(mails) == 3
-    assert caplog.text.count("password reset request dropped") == 2
+    assert len(mails) == recovery_module.RESETS_PER_HOUR
+    async with env.services.db.session() as session:
+        jobs = list(await session.scalars(select(Job).where(Job.ref == recovery_module.JOB_REF)))
+    assert {j.status for j in jobs} == {JobStatus.DONE}
+    assert all(j.payload == {} for j in jobs)
+    # The next hour, the identifier may ask again.
+    env.clock.advance(timedelta(hours=1))
+    await recovery.do_request_reset("coda")
+    await recovery.drain()
+    mails = [m for m in await env.mails("coda@example.org") if "/reset/" in m.body_text]
+    assert len(mails) == recovery_module.RESETS_PER_HOUR + 1
+
+
+async def test_parallel_requests_share_the_identifiers_quota(env: Env) -> None:
+    """Requests racing for the last of an identifier's hourly uses: exactly the quota's
+    worth become jobs (the counter's row orders them)."""
+    recovery = env.services.recovery
+    await asyncio.gather(*(recovery.do_request_reset("a@example.org") for _ in range(12)))
+    async with env.services.db.session() as session:
+        count = select(func.count()).select_from(Job).where(Job.ref == recovery_module.JOB_REF)
+        assert await session.scalar(count) == recovery_module.REQUESTS_PER_HOUR
+
+
+async def test_an_answered_request_survives_a_failure_and_is_done_later(
+    env: Env, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A request answered "sent" is not lost when its work fails (the database or the
+    mailer's queue gone at that moment): the job stays pending and is done on a later pass."""
+    await registered(env, "tenace")
+    notifier = env.services.notifier
+    real = notifier.queue_for
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise ConnectionResetError("the database went away")
+
+    monkeypatch.setattr(notifier, "queue_for", broken)
+    browser = env.browser()
+    page = await browser.submit("/recover/password", {"identifier": "tenace"})
+    assert page.status == 200
+    await env.services.recovery.drain()
+    assert "failed; it stays pending" in caplog.text
+    async with env.services.db.session() as session:
+        resets = select(func.count()).where(AccountToken.purpose == Purpose.RESET_PASSWORD)
+        assert await session.scalar(resets) == 0  # the failed pass left nothing half-done
+    monkeypatch.setattr(notifier, "queue_for", real)
+    env.clock.advance(timedelta(minutes=1))
+    mail = await env.last_mail("tenace@example.org", "/reset/")
+    assert "/reset/" in mail.body_text

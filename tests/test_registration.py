@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+
+import pytest
 from sqlalchemy import select
 
 from cases.accounts import Account, Status
 from cases.companies import do_create_company
+from core.errors import ErrorCode, FieldErrors, Throttled
 from tests.support import GOOD_PASSWORD, Env, link_in, register, registration, sign_in
 
 
@@ -178,3 +182,29 @@ async def test_verification_link_expires(env: Env) -> None:
     assert fresh != link
     assert (await browser.submit(fresh, {})).status == 200
     assert (await sign_in(browser, "ritardatario", GOOD_PASSWORD)).status == 303
+
+
+@pytest.mark.parametrize("settings_overrides", [{"registrations_per_hour": 2}])
+async def test_parallel_registrations_from_one_address_share_its_hourly_limit(env: Env) -> None:
+    """Registrations racing from one address: exactly the limit's worth are created, the
+    rest refused with 429; a refused form (username taken) uses no place."""
+    accounts = env.services.accounts
+    taken = await accounts.do_register(registration("primo"), client="192.0.2.7")
+    assert taken.username == "primo"
+    with pytest.raises(FieldErrors):
+        await accounts.do_register(registration("primo"), client="192.0.2.7")
+
+    async def attempt(n: int) -> str:
+        try:
+            await accounts.do_register(registration(f"gara{n}"), client="192.0.2.7")
+        except Throttled as exc:
+            assert exc.code == ErrorCode.RATE_LIMITED and exc.retry_after > 0
+            return "refused"
+        return "created"
+
+    results = await asyncio.gather(*(attempt(n) for n in range(6)))
+    assert sorted(results) == ["created"] + ["refused"] * 5
+    created = [await accounts.by_username(f"gara{n}") for n in range(6)]
+    assert sum(a is not None for a in created) == 1
+    # Another address is counted apart.
+    assert await accounts.do_register(registration("altrove"), client="198.51.100.1")

@@ -15,7 +15,7 @@ from cases import (
     throttle,
     tokens,
 )
-from core import jobs, mail
+from core import jobs, mail, quota
 from core.db import Base
 from rooms import models as rooms_models
 from scheduling import bookings, planner
@@ -34,6 +34,7 @@ MODULES = (
     tokens,
     jobs,
     mail,
+    quota,
     rooms_models,
 )
 

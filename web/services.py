@@ -36,6 +36,7 @@ from core.i18n import I18n
 from core.jobs import JobRunner
 from core.mail import MailWorker
 from core.outage import log_failure
+from core.quota import QUOTA_WINDOW, forget_quotas
 from core.settings import Settings
 from rooms.filing import MinutesClerk
 from rooms.room import MINUTES_JOB, Rooms
@@ -113,8 +114,7 @@ class Services:
                 # Every service keeping objects in the storage must be asked, or the sweep
                 # would take another's files for orphans.
                 await sweep_orphans(self.storage, (self.documents, self.helpdesk))
-                await self.helpdesk.do_forget_addresses()
-                await self.accounts.do_forget_addresses()
+                await self.do_forget_quotas()
                 backoff = 1.0
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stop.wait(), MAINTENANCE_SECONDS)
@@ -124,6 +124,13 @@ class Services:
                 log_failure(log, "maintenance pass failed; retrying in %.0f s", backoff)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, MAINTENANCE_SECONDS)
+
+    async def do_forget_quotas(self) -> int:
+        """Delete the counters of ended quota windows (all of them hourly); how many."""
+        async with self.db.session() as session:
+            forgotten = await forget_quotas(session, self.clock.now(), QUOTA_WINDOW)
+            await session.commit()
+        return forgotten
 
     async def close(self) -> None:
         """Stop background work and release connections; safe to call twice."""
@@ -138,7 +145,6 @@ class Services:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-        await self.recovery.drain()
         await self.planner.close()
         await self.rooms.close_background()
         await self.mail.close()
@@ -265,7 +271,7 @@ async def open_services(settings: Settings, clock: Clock) -> Services:
         throttle=throttle,
         accounts=accounts,
         signin=SignIn(accounts, throttle, secret),
-        recovery=Recovery(accounts),
+        recovery=Recovery(accounts, secret, jobs),
         storage=storage,
         alerts=alerts,
         files=files,
