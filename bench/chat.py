@@ -315,13 +315,18 @@ async def enter_peer(clients: list[list[Client]], url: str) -> None:
 TICK = os.sysconf("SC_CLK_TCK")
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of ``pid`` so far (``/proc/<pid>/stat``)."""
+def cpu_split(pid: int) -> tuple[float, float]:
+    """User and system CPU time of ``pid`` so far, apart (``/proc/<pid>/stat``)."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / TICK
+        return 0.0, 0.0
+    return int(fields[11]) / TICK, int(fields[12]) / TICK
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of ``pid`` so far (``/proc/<pid>/stat``)."""
+    return sum(cpu_split(pid))
 
 
 def postgres_pids() -> list[int]:

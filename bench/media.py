@@ -5,16 +5,20 @@ The media is encoded once, before anything is measured: 4 seconds of 640×480 VP
 and about 1 Mbit/s with a frame counter drawn in it, and Opus (``bench.media_load``). The
 load process's aiortc peers replay those RTP payloads, so no encoder runs in the load.
 
-1. **Fan-out**: one publisher (audio and video) to K = 1, 2, 4 subscribers (each receives
+1. **Fan-out**: one publisher (audio and video) to K = 1, 2, 4, 8 subscribers (each receives
    the audio and the video), against concilia's server (``bench.media_server --mode
    forward``: ``media.room.MediaRooms``) and, in the same run, step by step, against the peer
    (``--mode relay``: aiortc's ``MediaRelay``, decoding once and encoding per subscriber).
    The server's CPU (``/proc/<pid>/stat``, user + system) is read over a window of
    ``--seconds`` after a warm-up; its slope over the video tracks delivered at full pace
    (K × fps / 30: a starved server spends less and delivers less) is the cost of one more
-   subscriber's video track (with its audio). The subscribers count the video frames that arrive
-   complete and in order (``fps``); the first one decodes what it kept at the end and reads
-   the frame counters back.
+   subscriber's video track (with its audio); the same slope of the server's system time
+   alone shows the kernel's share (on loopback, the kernel's side of sending a datagram
+   includes the receiving end's, which a real network would not charge the server). K = 8
+   widens the base of the slope: the per-step differences of a light server are a few tenths
+   of a percent, within the noise of one window. The subscribers count the video frames
+   that arrive complete and in order (``fps``); the first one decodes what it kept at the
+   end and reads the frame counters back.
 2. **Three-party meetings**: M meetings at once (M stepped up), each participant publishing
    audio and video and receiving the other two, against concilia's server only. The cost of
    a meeting is the server's CPU over M; a step passes when every subscriber's video stream
@@ -24,7 +28,7 @@ load process's aiortc peers replay those RTP payloads, so no encoder runs in the
    step that passed (its CPU less the idle server's, over the share of the packets that
    arrived), and the output says so (``rooms_per_core_extrapolated``).
 
-    python -m bench.media [--quick] [--seconds 10] [--warmup 4] [--subscribers 1,2,4]
+    python -m bench.media [--quick] [--seconds 15] [--warmup 4] [--subscribers 1,2,4,8]
                           [--rooms 4,8,12,16,24,32] [--only fanout|rooms] [--keep]
 
 The last line is ``RESULT {json}``: CPU in percent of one core, rates per second.
@@ -46,7 +50,7 @@ from pathlib import Path
 from types import FrameType
 from typing import IO, Any
 
-from bench.chat import cpu_seconds
+from bench.chat import cpu_seconds, cpu_split
 from bench.upload import Processes, tail
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -102,15 +106,18 @@ def _follow(
     stdout: IO[bytes] | None = proc.stdout
     assert stdout is not None
     deadline = time.monotonic() + timeout
-    marks: dict[str, tuple[float, float, float]] = {}
+    marks: dict[str, tuple[float, float, float, float]] = {}
     for raw in stdout:
         line = raw.decode().strip()
         if line in ("START", "END"):
-            marks[line] = (time.monotonic(), cpu_seconds(server_pid), cpu_seconds(proc.pid))
+            marks[line] = (time.monotonic(), *cpu_split(server_pid), cpu_seconds(proc.pid))
         elif line.startswith("STATS "):
             stats: dict[str, Any] = json.loads(line[6:])
-            (t0, s0, l0), (t1, s1, l1) = marks["START"], marks["END"]
-            stats["server_cpu_pct"] = round(100 * (s1 - s0) / (t1 - t0), 2)
+            (t0, u0, k0, l0), (t1, u1, k1, l1) = marks["START"], marks["END"]
+            stats["server_cpu_pct"] = round(100 * (u1 - u0 + k1 - k0) / (t1 - t0), 2)
+            # The kernel's share (system time): on loopback it includes the receiving end's
+            # side of every datagram the server sends.
+            stats["server_system_cpu_pct"] = round(100 * (k1 - k0) / (t1 - t0), 2)
             stats["load_cpu_pct"] = round(100 * (l1 - l0) / (t1 - t0), 1)
             return stats
         if time.monotonic() > deadline:
@@ -130,9 +137,15 @@ def slope(points: list[tuple[float, float]]) -> tuple[float, float]:
     return sxy / sxx, mean_y - sxy / sxx * mean_x
 
 
+def per_track(runs: list[dict[str, Any]], field: str) -> tuple[float, float]:
+    """Slope and intercept of ``field`` over the video tracks delivered at full pace."""
+    return slope([(r["subscribers"] * r["fps_median"] / FPS, r[field]) for r in runs])
+
+
 def show(label: str, stats: dict[str, Any]) -> None:
     print(
-        f"{label:<28} server {stats['server_cpu_pct']:6.1f}%  load {stats['load_cpu_pct']:5.1f}%"
+        f"{label:<28} server {stats['server_cpu_pct']:6.1f}%"
+        f" (system {stats['server_system_cpu_pct']:5.1f}%)  load {stats['load_cpu_pct']:5.1f}%"
         f"  video fps min {stats['fps_min']:5.1f} median {stats['fps_median']:5.1f}"
         f" ({stats['video_streams']} streams)  audio pkt/s min {stats['audio_pps_min']:5.1f}"
         f"  late {stats['replay_late_ms']} ms"
@@ -165,11 +178,11 @@ def fanout(
     for name, found in runs.items():
         # Over the video tracks delivered at full pace (K × fps / 30): a server the machine
         # starves delivers fewer frames and spends less, and must not look cheaper for it.
-        per_track, intercept = slope(
-            [(r["subscribers"] * r["fps_median"] / FPS, r["server_cpu_pct"]) for r in found]
-        )
+        cost, intercept = per_track(found, "server_cpu_pct")
+        system, _ = per_track(found, "server_system_cpu_pct")
         out[name] = {
-            "cpu_per_video_track_pct": round(per_track, 3),
+            "cpu_per_video_track_pct": round(cost, 3),
+            "system_cpu_per_video_track_pct": round(system, 3),
             "publisher_cpu_pct": round(intercept, 2),
             "fps_min": min(r["fps_min"] for r in found),
             "frames_checked": [r["frames_checked"] for r in found],
@@ -292,9 +305,11 @@ def report(args: argparse.Namespace, results: dict[str, Any]) -> int:
         ours, peer = fan["concilia"], fan.get("peer")
         print("fan-out: " + json.dumps({k: v for k, v in ours.items() if k != "runs"}))
         out["cpu_per_video_track_pct"] = ours["cpu_per_video_track_pct"]
+        out["system_cpu_per_video_track_pct"] = ours["system_cpu_per_video_track_pct"]
         if peer is not None:
             print("fan-out peer: " + json.dumps({k: v for k, v in peer.items() if k != "runs"}))
             out["peer_cpu_per_video_track_pct"] = peer["cpu_per_video_track_pct"]
+            out["peer_system_cpu_per_video_track_pct"] = peer["system_cpu_per_video_track_pct"]
             out["ratio"] = round(
                 ours["cpu_per_video_track_pct"] / max(peer["cpu_per_video_track_pct"], 1e-9), 4
             )
@@ -334,9 +349,9 @@ def numbers(text: str) -> list[int]:
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.media", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="short windows, few steps")
-    parser.add_argument("--seconds", type=float, help="measurement window (10; 5 with --quick)")
+    parser.add_argument("--seconds", type=float, help="measurement window (15; 5 with --quick)")
     parser.add_argument("--warmup", type=float, help="seconds before measuring (4; 2 quick)")
-    parser.add_argument("--subscribers", type=numbers, default=[1, 2, 4])
+    parser.add_argument("--subscribers", type=numbers, help="K steps (1,2,4,8; quick 1,2,4)")
     parser.add_argument("--rooms", type=numbers, help="M steps (4,8,12,16,24,32,48; quick 4,8)")
     parser.add_argument("--only", choices=("fanout", "rooms"), action="append")
     parser.add_argument("--keep", action="store_true", help="keep the folder and its logs")
@@ -349,7 +364,9 @@ def main() -> int:
     args = parser.parse_args()
     args.only = tuple(args.only or ("fanout", "rooms"))
     if args.seconds is None:
-        args.seconds = 5.0 if args.quick else 10.0
+        args.seconds = 5.0 if args.quick else 15.0
+    if args.subscribers is None:
+        args.subscribers = [1, 2, 4] if args.quick else [1, 2, 4, 8]
     if args.warmup is None:
         args.warmup = 2.0 if args.quick else 4.0
     if args.rooms is None:
