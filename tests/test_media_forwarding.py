@@ -10,6 +10,7 @@ import hmac
 import itertools
 from typing import Any, cast
 
+import pylibsrtp
 import pytest
 from aiortc.rtcdtlstransport import RTCDtlsTransport
 from aiortc.rtcrtpparameters import (
@@ -50,6 +51,7 @@ from media.rtp import (
     seq_newer,
     vp8_keyframe_start,
 )
+from media.wire import Protect
 from rooms.models import Side
 
 C, A, B, B2 = "conciliator", "applicant", "company", "company-2"
@@ -532,3 +534,29 @@ def test_header_writer_fast_way_equals_the_plain_one() -> None:
                 extensions=writer.extensions(0x123456, level),
             )
             assert writer.write(100, 9, 10, varying, padding=True) == plain
+
+
+def test_wire_protect_is_libsrtps_protect() -> None:
+    """``media.wire.Protect`` makes the very SRTP packets ``pylibsrtp.Session.protect``
+    makes (same key, same packets: byte for byte), which a receiving session opens; a packet
+    too long for the buffer is refused, as pylibsrtp refuses it."""
+    key = bytes(range(28))
+
+    def session(direction: int) -> pylibsrtp.Session:
+        policy = pylibsrtp.Policy(
+            key=key,
+            ssrc_type=direction,
+            srtp_profile=pylibsrtp.Policy.SRTP_PROFILE_AEAD_AES_128_GCM,
+        )
+        return pylibsrtp.Session(policy=policy)
+
+    ours = Protect(session(pylibsrtp.Policy.SSRC_ANY_OUTBOUND))
+    theirs = session(pylibsrtp.Policy.SSRC_ANY_OUTBOUND)
+    receiver = session(pylibsrtp.Policy.SSRC_ANY_INBOUND)
+    for seq in range(50):
+        plain = bytes([0x80, 96]) + seq.to_bytes(2, "big") + bytes(8) + bytes([seq]) * 900
+        protected = ours(plain)
+        assert protected == theirs.protect(plain)
+        assert receiver.unprotect(protected) == plain
+    with pytest.raises(ValueError):
+        ours(bytes([0x80, 96]) + bytes(1500))
