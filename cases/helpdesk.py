@@ -393,7 +393,6 @@ class HelpDesk:
         self.storage = storage
         self.notifier = notifier
         self._secret = secret
-        self.anonymous_per_hour = anonymous_per_hour
         # Tickets one anonymous client address may open per hour (``core.quota``).
         self.anonymous = Quota("helpdesk", anonymous_per_hour, clock)
 
@@ -414,8 +413,8 @@ class HelpDesk:
         return keyed_hash(self._secret, "helpdesk", address)
 
     async def check_rate(self, client_key: str) -> None:
-        """``RATE_LIMITED`` once an address opened ``anonymous_per_hour`` tickets in this
-        hour (read only: the ticket itself takes its use, ``do_create``)."""
+        """``RATE_LIMITED`` once an address opened its tickets of this hour (read only, to
+        refuse before the body is read: the ticket itself takes its use, ``do_create``)."""
         async with self.db.session() as session:
             await self.anonymous.check(session, client_key)
 
@@ -480,11 +479,8 @@ class HelpDesk:
         whose use the ticket takes in its own transaction (parallel requests cannot share
         the last one). On any failure the files are deleted."""
         async with settled(files):
-            if account is None:
-                if new.email is None or new.name is None:
-                    raise FieldErrors({"email": [ErrorCode.REQUIRED]})
-                if client_key is not None:
-                    await self.check_rate(client_key)
+            if account is None and (new.email is None or new.name is None):
+                raise FieldErrors({"email": [ErrorCode.REQUIRED]})
             now = self.clock.now()
             async with self.db.session() as session:
                 if account is None and client_key is not None:
