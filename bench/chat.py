@@ -44,16 +44,13 @@ import json
 import math
 import os
 import random
-import shutil
-import signal
-import tempfile
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from types import FrameType, ModuleType
+from types import ModuleType
 from typing import Any
 
 import asyncpg
@@ -61,7 +58,7 @@ import socketio
 from sqlalchemy import func, select, update
 from sqlalchemy.engine import make_url
 
-from bench.upload import Processes, free_port, status_kb, tail
+from bench.upload import Processes, free_port, status_kb, tail, workdir
 from cases.accounts import Account, Role, Status
 from cases.casefile import Case, CaseEvent
 from cases.companies import Company
@@ -849,18 +846,8 @@ def main() -> int:
     if args.meetings is None:
         args.meetings = 100 if args.quick else 300
 
-    def terminated(signum: int, frame: FrameType | None) -> None:
-        raise SystemExit(128 + signum)
-
-    signal.signal(signal.SIGTERM, terminated)
-    work = Path(tempfile.mkdtemp(prefix="concilia-chat-"))
-    try:
+    with workdir("concilia-chat-", args.keep) as work:
         results = run(bench(args, work))
-    finally:
-        if args.keep:
-            print(f"kept {work}")
-        else:
-            shutil.rmtree(work, ignore_errors=True)
     return report(args, results)
 
 

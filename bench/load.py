@@ -42,14 +42,11 @@ import json
 import math
 import os
 import random
-import shutil
-import signal
-import tempfile
 import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import FrameType, ModuleType
+from types import ModuleType
 from typing import Any
 
 import aiohttp
@@ -73,7 +70,7 @@ from bench.chat import (
     person,
     run,
 )
-from bench.upload import Processes, free_port, status_kb, tail
+from bench.upload import Processes, free_port, status_kb, tail, workdir
 from cases.accounts import Account, Role
 from cases.documents import Document
 from core.clock import FakeClock
@@ -906,19 +903,9 @@ def main() -> int:
     if args.minutes <= 0 or args.warmup < 0 or not 0 <= args.away_min <= args.away_max:
         parser.error("--minutes must be positive, --warmup and the away times not negative")
 
-    def terminated(signum: int, frame: FrameType | None) -> None:
-        raise SystemExit(128 + signum)
-
-    signal.signal(signal.SIGTERM, terminated)
-    work = Path(tempfile.mkdtemp(prefix="concilia-load-"))
     stats = Stats()
-    try:
+    with workdir("concilia-load-", args.keep) as work:
         found = run(bench(args, work, stats))
-    finally:
-        if args.keep:
-            print(f"kept {work}")
-        else:
-            shutil.rmtree(work, ignore_errors=True)
     return report(args, stats, found)
 
 

@@ -40,18 +40,14 @@ import argparse
 import json
 import math
 import os
-import shutil
-import signal
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
-from types import FrameType
 from typing import IO, Any
 
 from bench.chat import cpu_seconds, cpu_split
-from bench.upload import Processes, tail
+from bench.upload import Processes, tail, workdir
 
 ROOT = Path(__file__).resolve().parents[1]
 FPS = 30.0  # the publishers' frame rate
@@ -372,18 +368,8 @@ def main() -> int:
     if args.rooms is None:
         args.rooms = [4, 8] if args.quick else [4, 8, 12, 16, 24, 32, 48]
 
-    def terminated(signum: int, frame: FrameType | None) -> None:
-        raise SystemExit(128 + signum)
-
-    signal.signal(signal.SIGTERM, terminated)
-    work = Path(tempfile.mkdtemp(prefix="concilia-media-"))
-    try:
+    with workdir("concilia-media-", args.keep) as work:
         results = bench(args, work)
-    finally:
-        if args.keep:
-            print(f"kept {work}")
-        else:
-            shutil.rmtree(work, ignore_errors=True)
     return report(args, results)
 
 

@@ -230,6 +230,26 @@ def tail(log: Path, chars: int = 3000) -> str:
         return ""
 
 
+@contextlib.contextmanager
+def workdir(prefix: str, keep: bool) -> Iterator[Path]:
+    """A fresh temporary folder for one benchmark run, deleted at the end unless ``keep``
+    (then its path is printed). A SIGTERM ends the run as an exit, so that the folder is
+    removed and the servers the run started are stopped."""
+
+    def terminated(signum: int, frame: FrameType | None) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, terminated)
+    work = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        yield work
+    finally:
+        if keep:
+            print(f"kept {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+
+
 class Processes:
     """The server processes started here and their log files: all ended by ``close``."""
 
@@ -510,20 +530,12 @@ def main() -> int:
     if args.runs < 1:
         parser.error("--runs must be at least 1")
 
-    def terminated(signum: int, frame: FrameType | None) -> None:
-        raise SystemExit(128 + signum)
-
-    signal.signal(signal.SIGTERM, terminated)
-    work = Path(tempfile.mkdtemp(prefix="concilia-bench-"))
-    processes = Processes(work, server_env(work))
-    try:
-        outcome = bench(args, work, processes)
-    finally:
-        processes.close()
-        if args.keep:
-            print(f"kept {work}")
-        else:
-            shutil.rmtree(work, ignore_errors=True)
+    with workdir("concilia-bench-", args.keep) as work:
+        processes = Processes(work, server_env(work))
+        try:
+            outcome = bench(args, work, processes)
+        finally:
+            processes.close()
     result = report(args, outcome)
     print("RESULT " + json.dumps(result))
     return 0 if result["oversize_status"] == 413 and not outcome["log_problems"] else 1
