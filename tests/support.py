@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import uuid
 from collections.abc import AsyncIterator
@@ -484,3 +485,13 @@ async def admitted_case(env: Env, company_id: str, username: str = "cliente") ->
     assert desk is not None
     await svc.files.do_step(desk, uuid.UUID(case_id), Action.ADMIT)
     return case_id
+
+
+def result_line(stdout: str, context: str = "") -> dict[str, Any]:
+    """A benchmark's last line, ``RESULT {json}``, read (it must be there; ``context`` is
+    shown if not, the output by default)."""
+    lines = stdout.strip().splitlines()
+    last = lines[-1] if lines else ""
+    assert last.startswith("RESULT "), (context or stdout)[-4000:]
+    found: dict[str, Any] = json.loads(last.removeprefix("RESULT "))
+    return found

@@ -4,7 +4,6 @@ joins, reconnects, leaves and uploads mixed in; nothing refused, nothing lost.""
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -14,6 +13,7 @@ from pathlib import Path
 from sqlalchemy.engine import make_url
 
 from tests.services import PG_URL, postgres_reachable, unavailable
+from tests.support import result_line
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -62,9 +62,7 @@ def test_quick_load_loses_nothing(redis_url: str) -> None:
         check=False,
     )
     output = done.stdout + done.stderr
-    last = done.stdout.strip().splitlines()[-1] if done.stdout.strip() else ""
-    assert last.startswith("RESULT "), output[-4000:]
-    result = json.loads(last.removeprefix("RESULT "))
+    result = result_line(done.stdout, output)
     assert result["errors"] == 0, output[-4000:]
     assert result["lost_messages"] == 0, output[-4000:]
     assert result["lost_documents"] == 0, output[-4000:]

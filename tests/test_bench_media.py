@@ -5,13 +5,14 @@ the figures themselves are the benchmark's business, not a test's."""
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from tests.support import result_line
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -42,10 +43,8 @@ def test_bench_media_smallest_run() -> None:
         timeout=600,
         check=False,
     )
-    lines = done.stdout.strip().splitlines()
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    assert lines[-1].startswith("RESULT ")
-    result = json.loads(lines[-1].removeprefix("RESULT "))
+    result = result_line(done.stdout)
     for key in (
         "cpu_per_video_track_pct",
         "peer_cpu_per_video_track_pct",
