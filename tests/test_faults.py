@@ -39,7 +39,6 @@ import aiohttp
 import pytest
 import socketio
 from playwright.async_api import Browser, async_playwright, expect
-from pydantic import SecretStr
 from redis import Redis as SyncRedis
 from redis.exceptions import RedisError
 from sqlalchemy import func, select
@@ -50,7 +49,6 @@ from cases.documents import Document
 from cases.lifecycle import Action
 from core.clock import FakeClock
 from core.db import Database
-from core.settings import Settings
 from deploy.cluster import (
     UPSTREAM_HEADER,
     Cluster,
@@ -68,7 +66,7 @@ from tests.conftest import START
 from tests.services import unavailable
 from tests.support import CSRF_RE, GOOD_PASSWORD, PDF, services_request
 from tests.test_room_browser import CHROMIUM, launch
-from tests.test_room_cluster import OPEN_AT, make_world
+from tests.test_room_cluster import OPEN_AT, make_world, seeding_settings
 from tests.worlds import FIRST, rome
 from web.context import SESSION_COOKIE
 from web.services import open_services
@@ -548,18 +546,7 @@ async def more_cases(
 ) -> tuple[list[uuid.UUID], str]:
     """``count`` more admitted cases of the customer (other supply points), and a portal session
     of the scheduler, made in-process like ``make_world``'s."""
-    settings = Settings(
-        env="test",
-        var_dir=var_dir,
-        database_url=db_url,
-        redis_url=redis_url,
-        redis_prefix=prefix,
-        secret_key=SecretStr(SECRET),
-        argon2_time_cost=1,
-        argon2_memory_kib=1024,
-        argon2_parallelism=1,
-        log_json=False,
-    )
+    settings = seeding_settings(db_url, redis_url, prefix, var_dir, SECRET)
     clock = FakeClock(START)
     svc = await open_services(settings, clock)
     try:

@@ -209,25 +209,33 @@ class Cluster:
                 await asyncio.sleep(0.2)
 
 
-async def make_world(
-    db_url: str, redis_url: str, prefix: str, var_dir: Path
-) -> tuple[uuid.UUID, dict[str, str], dict[str, str]]:
-    """Company, customer, company representative, desk, scheduler and conciliator; an admitted
-    case with its meeting booked at 9:00 on the first possible day; a portal session for each
-    participant, made at the nodes' fixed time. Returns the meeting, the ids and the sessions."""
-    settings = Settings(
+def seeding_settings(
+    db_url: str, redis_url: str, prefix: str, var_dir: Path, secret: str = SECRET
+) -> Settings:
+    """The settings of an in-process seeding of the nodes' database: theirs, with cheap
+    password hashing."""
+    return Settings(
         env="test",
         var_dir=var_dir,
         database_url=db_url,
         redis_url=redis_url,
         redis_prefix=prefix,
-        secret_key=SecretStr(SECRET),
+        secret_key=SecretStr(secret),
         public_url=PUBLIC_URL,
         argon2_time_cost=1,
         argon2_memory_kib=1024,
         argon2_parallelism=1,
         log_json=False,
     )
+
+
+async def make_world(
+    db_url: str, redis_url: str, prefix: str, var_dir: Path
+) -> tuple[uuid.UUID, dict[str, str], dict[str, str]]:
+    """Company, customer, company representative, desk, scheduler and conciliator; an admitted
+    case with its meeting booked at 9:00 on the first possible day; a portal session for each
+    participant, made at the nodes' fixed time. Returns the meeting, the ids and the sessions."""
+    settings = seeding_settings(db_url, redis_url, prefix, var_dir)
     clock = FakeClock(START)
     svc = await open_services(settings, clock)
     try:
