@@ -160,6 +160,18 @@ class Settings(BaseSettings):
     def _empty_is_none(cls, value: object) -> object:
         return None if value == "" else value
 
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, value: str | None) -> str | None:
+        # redis-py's URL pools (the node's client and its Socket.IO fan-out) take these only;
+        # a Sentinel URL would fail later, at the first connection.
+        if value is not None and not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError(
+                "CONCILIA_REDIS_URL must start with redis://, rediss:// or unix:// "
+                "(Redis Sentinel is not supported)"
+            )
+        return value
+
     @field_validator("clock_fixed")
     @classmethod
     def _aware(cls, value: datetime | None) -> datetime | None:

@@ -68,6 +68,7 @@ IN = "in"
 CONCILIATOR = "conciliator"
 VIDEO = "video"  # the meetings held by video (``Meeting.mode``; the others: chat only)
 HISTORY_TAIL = 200  # messages in a snapshot at most (older ones through ``history``)
+PAGE_MAX = 500  # messages in a resumed snapshot or a ``history`` answer at most
 MESSAGE_MAX = 4000  # characters of one chat message
 NOTE_MAX = 300
 # Notices are keys the pages translate; their author is the person they are about.
@@ -546,7 +547,12 @@ class Rooms:
         *,
         after: int = 0,
         limit: int = HISTORY_TAIL,
+        newest: bool = False,
     ) -> list[dict[str, Any]]:
+        """The first ``limit`` messages after ``after`` the seat may read, in order — so that
+        a client pages on from the last one it got — or, ``newest``, the last ``limit`` (the
+        tail a first join shows)."""
+        order = RoomMessage.seq.desc() if newest else RoomMessage.seq
         rows = list(
             await session.scalars(
                 select(RoomMessage)
@@ -555,12 +561,14 @@ class Rooms:
                     RoomMessage.seq > after,
                     self._visible(seat.side),
                 )
-                .order_by(RoomMessage.seq.desc())
+                .order_by(order)
                 .limit(limit)
             )
         )
+        if newest:
+            rows.reverse()
         names = await self._names(session, seat.meeting.id)
-        return [self.message_view(m, names) for m in reversed(rows)]
+        return [self.message_view(m, names) for m in rows]
 
     async def _snapshot(
         self, session: AsyncSession, seat: Seat, after: int | None = None
@@ -605,9 +613,10 @@ class Rooms:
         if meeting.mode == VIDEO:
             cut = [m for m, _a in everyone if m.state == MemberState.ADMITTED and m.audio_muted]
             snapshot["media"] = {"muted": sorted(str(m.account_id) for m in cut)}
-        snapshot["messages"] = await self._messages(
-            session, seat, after=after or 0, limit=500 if after else HISTORY_TAIL
-        )
+        if after:  # a resync: the first of what the client lacks, then `history` pages on
+            snapshot["messages"] = await self._messages(session, seat, after=after, limit=PAGE_MAX)
+        else:
+            snapshot["messages"] = await self._messages(session, seat, newest=True)
         snapshot["agreement"] = self.agreement_view(room)
         return snapshot
 
@@ -1019,10 +1028,11 @@ class Rooms:
     async def history(
         self, account_id: uuid.UUID, meeting_id: uuid.UUID, after: object, limit: object = 200
     ) -> list[dict[str, Any]]:
-        """The messages after ``after`` that the account may read (a resync)."""
+        """The first ``limit`` messages after ``after`` that the account may read, in order
+        (a resync pages on from the last seq it got, until an answer holds fewer)."""
         if not isinstance(after, int) or isinstance(after, bool) or after < 0:
             raise ProtocolError(ErrorCode.BAD_REQUEST, "after")
-        if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= 500:
+        if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= PAGE_MAX:
             raise ProtocolError(ErrorCode.BAD_REQUEST, "limit")
         async with self.db.session() as session:
             seat = await self._seat(session, account_id, meeting_id)

@@ -19,6 +19,7 @@ import socketio
 from sqlalchemy import select
 
 from cases.documents import Category, Document
+from rooms.models import Room, RoomMessage
 from scheduling.bookings import Meeting
 from tests.support import Browser, Env, registered, sign_in, staff_sign_in
 from tests.worlds import FIRST, World, rome
@@ -237,3 +238,27 @@ async def admitted(meet: Meet, *browsers: Browser) -> tuple[RoomClient, list[Roo
         parties.append(party)
         assert (await party.join())["me"]["state"] == "admitted"
     return chair, parties
+
+
+async def said_while_away(meet: Meet, author: uuid.UUID, count: int) -> list[int]:
+    """``count`` chat messages of ``author`` stored straight in the room (as many as the
+    rate limit would never let one client say quickly); returns their seqs."""
+    svc = meet.world.env.services
+    async with svc.db.session() as session:
+        room = await session.get(Room, meet.meeting.id, with_for_update=True)
+        assert room is not None
+        seqs = list(range(room.seq + 1, room.seq + 1 + count))
+        session.add_all(
+            RoomMessage(
+                meeting_id=meet.meeting.id,
+                seq=seq,
+                author_id=author,
+                kind="chat",
+                body=f"mentre eri via {seq}",
+                at=svc.clock.now(),
+            )
+            for seq in seqs
+        )
+        room.seq = seqs[-1]
+        await session.commit()
+    return seqs

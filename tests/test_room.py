@@ -17,9 +17,9 @@ from cases.casefile import Case
 from cases.lifecycle import CaseStatus
 from core.errors import ErrorCode, UserError
 from rooms.models import RoomMessage
-from rooms.room import Said, Saying
+from rooms.room import HISTORY_TAIL, PAGE_MAX, Said, Saying
 from scheduling.bookings import Meeting, MeetingStatus
-from tests.rooms_support import Meet, admitted
+from tests.rooms_support import Meet, admitted, said_while_away
 from tests.support import registered, sign_in
 from tests.worlds import FIRST, rome
 from web.app import SIGNALING
@@ -160,6 +160,34 @@ async def test_chat_is_stored_once_acknowledged_after_commit_and_resynced(meet: 
     assert odd["ok"]
     stored = (await back.call("history", {"after": odd["seq"] - 1}))["messages"]
     assert [m["text"] for m in stored] == ["ab[31m\nc"]
+
+
+async def test_a_long_absence_is_resynced_in_order_page_by_page(meet: Meet) -> None:
+    """More missed than a resumed snapshot holds: it gives the first of them, and ``history``
+    pages on from the last seq received until an answer holds fewer than asked — every
+    missed message once, in order, none skipped (the newest page alone would skip older)."""
+    _chair, (customer, _rep) = await admitted(meet, meet.customer, meet.rep)
+    last = (await customer.say("prima di andare"))["seq"]
+    await customer.close()
+    ids = await meet.ids()
+    missed = await said_while_away(meet, ids["conciliatore1"], PAGE_MAX + 120)
+    back = meet.client(meet.customer)
+    await back.connect()
+    snapshot = await back.join(after=last)
+    got = [m["seq"] for m in snapshot["messages"]]
+    assert got == missed[:PAGE_MAX]
+    while True:
+        page = (await back.call("history", {"after": got[-1], "limit": PAGE_MAX}))["messages"]
+        got += [m["seq"] for m in page]
+        if len(page) < PAGE_MAX:
+            break
+    assert got == missed
+    assert snapshot["seq"] == got[-1]
+    # A first join still shows the latest messages.
+    fresh = meet.client(meet.rep)
+    await fresh.connect()
+    tail = (await fresh.join())["messages"]
+    assert [m["seq"] for m in tail][-1] == got[-1] and len(tail) == HISTORY_TAIL
 
 
 async def test_a_separate_session_is_private_now_and_in_history(meet: Meet) -> None:

@@ -32,10 +32,11 @@ from sqlalchemy import update
 
 from core.clock import FakeClock
 from media.room import MediaRooms
+from rooms.room import PAGE_MAX
 from rooms.seal import verify_minutes
 from scheduling.bookings import Meeting
 from tests.conftest import serving
-from tests.rooms_support import Meet, code_for, minutes_of
+from tests.rooms_support import Meet, code_for, minutes_of, said_while_away
 from tests.services import unavailable
 from tests.support import GOOD_PASSWORD, PDF, Env, code_in
 from tests.worlds import FIRST, rome
@@ -331,6 +332,34 @@ async def test_a_meeting_from_the_waiting_room_to_the_sealed_minutes(
     assert check.intact and check.sealed and not check.modified_after_signing
     for one in (customer, rep, chair):
         assert one.errors == [], (one.name, one.errors)
+
+
+async def test_a_long_absence_brings_back_every_missed_message(
+    meet: Meet, chromium: Browser
+) -> None:
+    """More messages said while the page was offline than one resumed snapshot holds: the
+    page pages on with ``history`` and shows every one of them, once, in order."""
+    env = meet.world.env
+    ids = await meet.ids()
+    chair = await person(chromium, env, "conciliator", "conciliatore1", staff=True)
+    page = chair.page
+    await page.goto(f"/meetings/{meet.meeting.id}/room")
+    await expect(page.locator("#inside")).to_be_visible()
+    await page.fill("#say-text", "Prima della pausa.")
+    await page.click("#say-send")
+    chats = page.locator("#messages li.chat-chat")
+    await expect(chats).to_have_count(1)
+    await chair.context.set_offline(True)
+    await expect(page.locator("#connection")).to_have_text(
+        "Connessione persa: nuovo collegamento in corso…"
+    )
+    missed = await said_while_away(meet, ids["conciliatore1"], PAGE_MAX + 120)
+    await chair.context.set_offline(False)
+    await expect(page.locator("#connection")).to_have_text("Collegato alla stanza.")
+    await expect(chats).to_have_count(1 + len(missed), timeout=20000)
+    bodies = await page.locator("#messages li.chat-chat .message-body").all_inner_texts()
+    assert bodies == ["Prima della pausa."] + [f"mentre eri via {seq}" for seq in missed]
+    assert chair.errors == []
 
 
 async def test_the_countdown_warns_before_the_end_and_the_camera_check_works(

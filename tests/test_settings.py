@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from pydantic import SecretStr
+from pydantic import SecretStr, ValidationError
 from sqlalchemy.pool import QueuePool
 
 from core.db import Database
@@ -92,3 +92,15 @@ def test_database_pool_is_sized_by_the_settings(tmp_path: Path) -> None:
     lite = Database(f"sqlite+aiosqlite:///{tmp_path / 'x.sqlite3'}", pool_size=7)
     assert isinstance(lite.engine.pool, QueuePool)
     assert lite.engine.pool.size() != 7
+
+
+def test_redis_url_must_be_one_redis_py_can_pool(tmp_path: Path) -> None:
+    """A Sentinel (or mistyped) URL is refused at start-up with a clear message, not at the
+    first connection of a running node."""
+    for good in ("redis://127.0.0.1:6379/0", "rediss://cache.example:6380", "unix:///run/r.sock"):
+        assert Settings(var_dir=tmp_path, redis_url=good).redis_url == good
+    assert Settings(var_dir=tmp_path, redis_url="").redis_url is None
+    for bad in ("redis+sentinel://s1:26379/mymaster", "127.0.0.1:6379", "http://x"):
+        with pytest.raises(ValidationError) as refused:
+            Settings(var_dir=tmp_path, redis_url=bad)
+        assert "Sentinel is not supported" in str(refused.value)

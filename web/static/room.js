@@ -13,6 +13,7 @@
   const T = data.text;
   const chairing = data.side === "conciliator";
   const $ = (id) => document.getElementById(id);
+  const PAGE = 500; // messages in a resumed snapshot or a `history` answer at most (the server's)
 
   // ---- text ----------------------------------------------------------------------------------
 
@@ -312,19 +313,42 @@
       state.participants.clear();
       for (const one of snapshot.participants) state.participants.set(one.id, one);
       for (const message of snapshot.messages) addMessage(message);
-      // The snapshot holds every message after `after` the account may read (the last ones
-      // when it was not resumed): nothing before its last one is missing any more.
-      for (const message of snapshot.messages) {
-        state.syncedSeq = Math.max(state.syncedSeq, message.seq);
-      }
       state.agreement = snapshot.agreement;
       state.full = true;
+      if (resumed && snapshot.messages.length >= PAGE) {
+        // The first PAGE of what was missed: page on with `history` from the last of them.
+        const last = snapshot.messages[snapshot.messages.length - 1].seq;
+        state.syncedSeq = Math.max(state.syncedSeq, last);
+        catchUp(snapshot.seq);
+      } else {
+        // Every message up to the room's seq that the account may read is held (a first
+        // join shows the latest ones only, on purpose): gaps left by a separate session the
+        // account may not read no longer hold the next resync back.
+        state.syncedSeq = Math.max(state.syncedSeq, snapshot.seq);
+      }
     } else {
       state.full = false;
       if (video) video.stop();
     }
     render();
     if (video && state.full && !state.over) video.admitted(snapshot);
+  }
+
+  // Pages of missed messages after a long absence, until one holds fewer than asked; a
+  // failure leaves syncedSeq where the pages got to, and the next rejoin goes on from there.
+  async function catchUp(upTo) {
+    for (;;) {
+      const answer = await call("history", { after: state.syncedSeq, limit: PAGE });
+      if (!answer.ok || state.over) return;
+      for (const message of answer.messages) {
+        addMessage(message);
+        state.syncedSeq = Math.max(state.syncedSeq, message.seq);
+      }
+      if (answer.messages.length < PAGE) {
+        state.syncedSeq = Math.max(state.syncedSeq, upTo);
+        return;
+      }
+    }
   }
 
   function apply(event, body) {
