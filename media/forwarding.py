@@ -8,7 +8,9 @@ packet on, in the same call, to every ``OutboundSlot`` that carries it. ``Outbou
 takes the sender's place in a subscriber's transceiver: it writes a new header — the
 subscriber's SSRC and payload type, its own continuous sequence numbers and timestamps, the
 header extensions the subscriber negotiated — before the unchanged payload, and sends it
-through the subscriber's DTLS transport (SRTP, ``media.wire``). No frame is reassembled, no
+through the subscriber's DTLS transport (SRTP, ``media.wire``). That per-copy work is C
+(``media/fanout.c``): one call per packet for all of a stream's slots, each slot's numbering
+in its ``struct fanout_slot``. No frame is reassembled, no
 thread is used, nothing is packetized again, and the whole path is synchronous: one packet
 in, its copies out, within one callback.
 
@@ -61,6 +63,7 @@ from aiortc.stats import (
     RTCStatsReport,
 )
 
+from media._fanout import ffi, lib  # type: ignore[import-not-found]
 from media.rtp import (
     AUDIO_LEVEL_URI,
     HeaderWriter,
@@ -72,9 +75,8 @@ from media.rtp import (
     is_rtx,
     keyframe_start,
     parse_rtp,
-    seq_newer,
 )
-from media.wire import now_ms
+from media.wire import Wire, now_ms
 
 logger = logging.getLogger(__name__)
 
@@ -83,9 +85,11 @@ KEYFRAME_RETRY = 1.0  # a slot still waiting for a keyframe asks again after thi
 RR_INTERVAL_MS = 1000  # receiver reports to a publisher, while its packets arrive
 REMB_FRESH = 5.0  # a subscriber's bandwidth estimate counts this long
 REMB_INTERVAL = 0.5  # at most this often upstream, unless the estimate drops
-HISTORY = 512  # packets a video slot keeps to answer NACKs (a power of two)
-JOIN_WINDOW = 1024  # packets after joining a source during which older ones are refused
+HISTORY = 512  # packets a video source keeps to answer its slots' NACKs (a power of two)
 ERROR_LOG_INTERVAL = 10.0
+
+
+_fanout = lib.fanout  # one packet to a stream's slots (media/fanout.c)
 
 
 def _now() -> float:
@@ -146,7 +150,10 @@ class InboundStream:
         self._level_id = level_id if kind == "audio" and 0 < level_id <= 14 else 0
         self.wire = wire
         self.ssrc: int | None = None  # the publisher's media SSRC, from the first packet
-        self.targets: tuple[OutboundSlot, ...] = ()  # the slots carrying this stream now
+        self._targets: tuple[OutboundSlot, ...] = ()
+        self._slots: Any = ffi.new("struct fanout_slot *[]", 0)  # the same, for the C part
+        # The latest packets by sequence number (video), for the slots to answer NACKs.
+        self._recent: list[Rtp | None] = [None] * HISTORY if self.video else []
         self.packets = 0
         self.octets = 0
         self._transport = transport
@@ -162,6 +169,23 @@ class InboundStream:
         self._last_rr_ms = 0
         self._remb_sent = (-REMB_INTERVAL, 0)
         self._last_error = -ERROR_LOG_INTERVAL
+
+    @property
+    def targets(self) -> tuple[OutboundSlot, ...]:
+        """The slots carrying this stream now (``OutboundSlot.bind`` sets them)."""
+        return self._targets
+
+    @targets.setter
+    def targets(self, slots: tuple[OutboundSlot, ...]) -> None:
+        self._targets = slots
+        self._slots = ffi.new("struct fanout_slot *[]", [slot.c for slot in slots])
+
+    def recent(self, seq: int) -> Rtp | None:
+        """The packet numbered ``seq`` if it is among the latest ``HISTORY`` (video)."""
+        if not self._recent:
+            return None
+        packet = self._recent[seq & (HISTORY - 1)]
+        return packet if packet is not None and packet.sequence_number == seq else None
 
     # -- aiortc's receiver interface (RTCPeerConnection and RTCDtlsTransport call these)
 
@@ -312,26 +336,49 @@ class InboundStream:
         if self._keyframe_wanted:
             self._send_pli()
 
-        targets = self.targets
+        targets = self._targets
         if not targets:
             return
-        key = codecs.key[pt]
+        if self._recent:
+            self._recent[packet.sequence_number & (HISTORY - 1)] = packet
         # What changes in the header extensions from packet to packet, the same for all.
         if self.video:
             varying = abs_send_time().to_bytes(3, "big")
         else:
             level = packet.audio_level
             varying = b"" if level is None else bytes(((0x80 if level[0] else 0) | level[1],))
-        keyframe: bool | None = None
-        for slot in targets:
-            if slot.waiting:
-                if keyframe is None:
-                    keyframe = keyframe_start(codecs.mime[pt], packet.payload)
-                if not keyframe:
-                    if slot.keyframe_overdue():
+        payload = packet.payload
+        copy = (
+            payload,
+            len(payload),
+            packet.marker,
+            pt,
+            packet.sequence_number,
+            packet.timestamp,
+            packet.padding_size,
+            varying,
+            len(varying),
+            arrival_ms,
+        )
+        left = _fanout(self._slots, len(targets), *copy)
+        if left:
+            self._finish(left, packet, pt, copy)
+
+    def _finish(self, left: int, packet: Rtp, pt: int, copy: tuple[Any, ...]) -> None:
+        """What the C part left: slots waiting for a keyframe (``left`` // 65536), which
+        start with one, and copies for Python to send (a slot without a C wire)."""
+        if left >= 65536:
+            keyframe = keyframe_start(self.codecs.mime[pt], packet.payload)
+            for slot in self._targets:
+                if slot.waiting:
+                    if keyframe:
+                        slot.waiting = False
+                        left += _fanout(slot.alone, 1, *copy)
+                    elif slot.keyframe_overdue():
                         self.request_keyframe()
-                    continue
-            slot.write(packet, key, varying, arrival_ms)
+        if left & 0xFFFF:
+            for slot in self._targets:
+                slot.flush()
 
     def _restart(self, ssrc: int) -> None:
         """A new upstream SSRC (first packet, or the publisher restarted its stream): every
@@ -339,6 +386,8 @@ class InboundStream:
         self.ssrc = ssrc
         self._stats = ReceptionStats(self._stats.clock_rate)
         self._loss = LossDetector()
+        if self._recent:
+            self._recent = [None] * HISTORY
         for slot in self.targets:
             slot.resync()
 
@@ -438,11 +487,8 @@ class OutboundSlot:
         self.codecs = _Codecs(codecs)
         self.wire = wire
         self.source: InboundStream | None = None
-        self.waiting = False  # a video slot begins (again) only with a keyframe
         self.remb: int | None = None  # the subscriber's latest bandwidth estimate
         self.remb_time = 0.0
-        self.packets = 0
-        self.octets = 0
         self._ssrc = ssrc
         self._rtx_ssrc = rtx_ssrc
         self._stream_id = stream_id
@@ -452,19 +498,40 @@ class OutboundSlot:
         self._started = False
         ids = {ext.uri: ext.id for ext in header_extensions}
         self._writer = HeaderWriter(ssrc, mid, ids, kind=kind)
-        # Where this slot's numbering stands; a new source continues from here.
-        self._synced = False
-        self._start = 0  # the source's first sequence number since the last sync
-        self._joining = False  # still close enough to the start to meet older packets
-        self._seq_offset = 0
-        self._ts_offset = 0
-        self._clock = 90000 if self.video else 48000
-        self._last_seq = random.randrange(0x8000)  # noqa: S311 (not a secret)
-        self._last_ts = random.randrange(1 << 32)  # noqa: S311
-        self._last_ms: int | None = None
         self._asked = 0.0
-        self._rtx_seq = random.randrange(0x8000)  # noqa: S311
-        self._history: list[tuple[int, bytes, int] | None] = [None] * HISTORY if self.video else []
+        self._rtx_seq = random.randrange(0x8000)  # noqa: S311 (not a secret)
+        # Where this slot's numbering stands, in the C part's structure (media/fanout.c):
+        # a new source continues from there.
+        c = self.c = ffi.new("struct fanout_slot *")
+        c.wire = wire.c if isinstance(wire, Wire) else ffi.NULL
+        c.out_pt = [-1] * 128
+        c.ssrc = ssrc
+        c.clock = 90000 if self.video else 48000
+        c.last_seq = random.randrange(0x8000)  # noqa: S311
+        c.last_ts = random.randrange(1 << 32)  # noqa: S311
+        head, tail, plain, width = self._writer.template()
+        for field, value in (("head", head), ("tail", tail), ("plain", plain)):
+            ffi.memmove(getattr(c, field), value, len(value))
+            setattr(c, f"{field}_length", len(value))
+        c.width = width
+        self.alone = ffi.new("struct fanout_slot *[1]", [c])  # for a call on this slot only
+
+    @property
+    def waiting(self) -> bool:
+        """Whether this video slot waits for a keyframe to begin (again)."""
+        return bool(self.c.waiting)
+
+    @waiting.setter
+    def waiting(self, value: bool) -> None:
+        self.c.waiting = int(value)
+
+    @property
+    def packets(self) -> int:
+        return int(self.c.packets)
+
+    @property
+    def octets(self) -> int:
+        return int(self.c.octets)
 
     # -- aiortc's sender interface
 
@@ -488,12 +555,14 @@ class OutboundSlot:
         if not self._started:
             self._transport._register_rtp_sender(self, parameters)
             self._started = True
+            self.c.started = 1
 
     async def stop(self) -> None:
         self.bind(None)
         if self._started:
             self._transport._unregister_rtp_sender(self)
             self._started = False
+            self.c.started = 0
 
     async def getStats(self) -> RTCStatsReport:
         report = RTCStatsReport()
@@ -548,12 +617,19 @@ class OutboundSlot:
         if old is not None:
             old.targets = tuple(s for s in old.targets if s is not self)
         self.source = source
+        table = [-1] * 128
+        if source is not None:
+            for pt, key in source.codecs.key.items():
+                out = self.codecs.by_key.get(key)
+                if out is not None and 0 <= pt < 128:
+                    table[pt] = out
+        self.c.out_pt = table
         if source is not None:
             source.targets = (*source.targets, self)
             self.resync()
 
     def resync(self) -> None:
-        self._synced = False
+        self.c.synced = 0
         if self.video and self.source is not None:
             self.waiting = True
             self._asked = _now()
@@ -567,82 +643,68 @@ class OutboundSlot:
         self._asked = now
         return True
 
-    def write(self, packet: Rtp, key: str, varying: bytes, arrival_ms: int) -> None:
-        """Send ``packet``'s payload under this slot's header (``varying``: the bytes of
-        the header extensions that change per packet, ``HeaderWriter.write``)."""
-        pt = self.codecs.by_key.get(key)
-        if pt is None or not self._started:
-            return
-        seq = packet.sequence_number
-        if not self._synced:
-            self._sync(packet, arrival_ms)
-        elif self._joining:
-            if seq != self._start and not seq_newer(seq, self._start):
-                return  # from before this slot joined the source: the subscriber never had it
-            # Far enough past the join, no packet from before it can still come (and the
-            # comparison would wrap around after 32768 packets): stop asking.
-            if (seq - self._start) & 0xFFFF >= JOIN_WINDOW:
-                self._joining = False
-        out_seq = (seq + self._seq_offset) & 0xFFFF
-        out_ts = (packet.timestamp + self._ts_offset) & 0xFFFFFFFF
-        header = self._writer.write(
-            (packet.marker << 7) | pt, out_seq, out_ts, varying, packet.padding_size > 0
-        )
-        data = header + packet.payload
-        if packet.padding_size:
-            data += bytes(packet.padding_size - 1) + bytes((packet.padding_size,))
-        if seq_newer(out_seq, self._last_seq):
-            self._last_seq = out_seq
-            self._last_ts = out_ts
-            self._last_ms = arrival_ms
-        if self._history:
-            self._history[out_seq & (HISTORY - 1)] = (out_seq, data, len(header))
-        self.wire.send(data)
-        self.packets += 1
-        self.octets += len(packet.payload)
-
-    def _sync(self, packet: Rtp, arrival_ms: int) -> None:
-        """Join the source at ``packet``: it follows the last packet this slot sent, and its
-        timestamp advances by the wall-clock time since then (at least one tick)."""
-        self._seq_offset = (self._last_seq + 1 - packet.sequence_number) & 0xFFFF
-        elapsed = 0 if self._last_ms is None else max(0, arrival_ms - self._last_ms)
-        advance = max(1, elapsed * self._clock // 1000)
-        self._ts_offset = (self._last_ts + advance - packet.timestamp) & 0xFFFFFFFF
-        self._start = packet.sequence_number
-        self._joining = True
-        self._synced = True
-        self.waiting = False
+    def flush(self) -> None:
+        """Send the copy the C part left in this slot (a wire it cannot send on)."""
+        c = self.c
+        if c.pending:
+            data = bytes(ffi.buffer(c.buffer, c.pending))
+            c.pending = 0
+            self.wire.send(data)
 
     def sender_report(self, ntp: int, rtp_timestamp: int) -> None:
         """Pass on the publisher's sender report in this slot's terms: the same wall-clock
         instant, the slot's timestamp for it (receivers align audio and video with it)."""
-        if not self._synced or not self._started:
+        c = self.c
+        if not c.synced or not self._started:
             return
-        report = RtcpSrPacket(
-            ssrc=self._ssrc,
-            sender_info=RtcpSenderInfo(
-                ntp_timestamp=ntp,
-                rtp_timestamp=(rtp_timestamp + self._ts_offset) & 0xFFFFFFFF,
-                packet_count=self.packets & 0xFFFFFFFF,
-                octet_count=self.octets & 0xFFFFFFFF,
-            ),
+        report = RtcpSenderInfo(
+            ntp_timestamp=ntp,
+            rtp_timestamp=(rtp_timestamp + c.ts_offset) & 0xFFFFFFFF,
+            packet_count=c.packets & 0xFFFFFFFF,
+            octet_count=c.octets & 0xFFFFFFFF,
         )
-        self.wire.send(bytes(report))
+        self.wire.send(bytes(RtcpSrPacket(ssrc=self._ssrc, sender_info=report)))
 
     def _retransmit(self, seq: int) -> None:
-        if not self._history:
+        """Send packet ``seq`` again (as RTX when negotiated), if it was sent since this slot
+        last joined its source and the source still has it."""
+        c = self.c
+        source = self.source
+        if not self.video or source is None or not c.synced:
             return
-        entry = self._history[seq & (HISTORY - 1)]
-        if entry is None or entry[0] != seq:
+        if (seq - c.epoch_start) & 0xFFFF > (c.last_seq - c.epoch_start) & 0xFFFF:
+            return  # not sent under the current numbering
+        packet = source.recent((seq - c.seq_offset) & 0xFFFF)
+        if packet is None:
             return
-        _, data, header_length = entry
-        rtx_pt = self.codecs.rtx_for.get(data[1] & 0x7F)
-        if rtx_pt is not None:
-            # RFC 4588: the RTX stream's own header, then the original sequence number.
-            header = bytearray(data[:header_length])
-            header[1] = (header[1] & 0x80) | rtx_pt
-            header[2:4] = self._rtx_seq.to_bytes(2, "big")
-            header[8:12] = self._rtx_ssrc.to_bytes(4, "big")
+        pt = self.codecs.by_key.get(source.codecs.key.get(packet.payload_type, ""))
+        if pt is None:
+            return
+        timestamp = (packet.timestamp + c.ts_offset) & 0xFFFFFFFF
+        padding = packet.padding_size
+        rtx_pt = self.codecs.rtx_for.get(pt)
+        if rtx_pt is None:
+            header = self._writer.write(
+                (packet.marker << 7) | pt, seq, timestamp, _send_time(), padding > 0
+            )
+            payload = packet.payload
+        else:
+            # RFC 4588: the RTX stream's own numbering, then the original sequence number.
+            header = self._writer.write(
+                (packet.marker << 7) | rtx_pt,
+                self._rtx_seq,
+                timestamp,
+                _send_time(),
+                padding > 0,
+                ssrc=self._rtx_ssrc,
+            )
             self._rtx_seq = (self._rtx_seq + 1) & 0xFFFF
-            data = bytes(header) + seq.to_bytes(2, "big") + data[header_length:]
+            payload = seq.to_bytes(2, "big") + packet.payload
+        data = header + payload
+        if padding:
+            data += bytes(padding - 1) + bytes((padding,))
         self.wire.send(data)
+
+
+def _send_time() -> bytes:
+    return abs_send_time().to_bytes(3, "big")

@@ -110,6 +110,7 @@ class MediaPeer:
         self.state = "new"
         self.inbound: dict[Kind, InboundStream] = {}  # what the participant publishes
         self.slots: dict[Kind, list[OutboundSlot]] = {"audio": [], "video": []}
+        self.wire: Wire | None = None  # the connection's one transport's (BUNDLE)
         self._config = config
         self._count = count
         self._on_state = on_state
@@ -194,7 +195,7 @@ class MediaPeer:
         published: set[str] = set()
         index = {"audio": 0, "video": 0}
         transport = self._transport()
-        wire = Wire(transport)
+        wire = self.wire = Wire(transport)
         transport.on("statechange", self._transport_state)
         for transceiver in self.pc.getTransceivers():
             kind: Kind = "audio" if transceiver.kind == "audio" else "video"
@@ -302,6 +303,8 @@ class MediaPeer:
                 slot.bind(None)
         if self.pc.getTransceivers():
             release_media(self._transport())
+        if self.wire is not None:
+            self.wire.close()
         try:
             await self.pc.close()
         finally:

@@ -304,16 +304,30 @@ class HeaderWriter:
         timestamp: int,
         varying: bytes,
         padding: bool = False,
+        *,
+        ssrc: int | None = None,
     ) -> bytes:
         """The header, the fast way: ``marker_payload_type`` is the second byte, ``varying``
         the send time's 3 bytes (video), the level's byte (audio) or ``b""`` (no level);
-        it is left out when the receiver did not negotiate its extension."""
+        it is left out when the receiver did not negotiate its extension. ``ssrc``: another
+        stream's (a retransmission's), with this one's extensions."""
         extensions = self._head + varying + self._tail if varying and self._width else self._plain
         first = (0x90 if extensions else 0x80) | (0x20 if padding else 0)
         return (
-            HEADER.pack(first, marker_payload_type, sequence_number, timestamp, self.ssrc)
+            HEADER.pack(
+                first,
+                marker_payload_type,
+                sequence_number,
+                timestamp,
+                self.ssrc if ssrc is None else ssrc,
+            )
             + extensions
         )
+
+    def template(self) -> tuple[bytes, bytes, bytes, int]:
+        """What ``write`` puts together, for the C part (media/fanout.c): the extension
+        block before and after the varying bytes, the block without them, their width."""
+        return self._head, self._tail, self._plain, self._width
 
 
 class ReceptionStats:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import os
 import socket
 import sys
 import threading
@@ -24,6 +25,7 @@ from aiortc import RTCRtpReceiver, RTCRtpSender
 from aiortc.codecs.base import Decoder, Encoder
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 from aiortc.rtp import RtpPacket
+from media._fanout import lib as fanout_lib  # type: ignore[import-not-found]
 
 from core.errors import ErrorCode, ProtocolError, UserError
 from media.config import MediaConfig
@@ -162,6 +164,10 @@ async def flowing(meeting: Meeting, viewer: str, source: str, kind: str, frames:
     )
 
 
+def open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
 async def still(count: Callable[[], int], settle: float = 1.0, window: float = 1.0) -> None:
     """Assert that ``count`` stops growing: what was in flight arrives within ``settle``."""
     await asyncio.sleep(settle)
@@ -281,6 +287,12 @@ async def test_forwards_audio_and_video_to_each_subscriber_without_decoding(
             for stream in (meeting.room.peer(participant) or _absent()).inbound.values()
         )
         assert forwarded > 100 and len(queued) < forwarded / 20
+        # And the copies went out from the C part (media/fanout.c), on its own duplicate of
+        # each connection's socket, none refused.
+        for participant in (C, A, B):
+            wire = (meeting.room.peer(participant) or _absent()).wire
+            assert wire is not None and wire.c.mode == fanout_lib.WIRE_DIRECT
+            assert wire.c.sent > 50 and wire.dropped == 0
     finally:
         await meeting.close()
 
@@ -375,6 +387,7 @@ async def test_removal_reconnection_failure_and_no_leaks(
     media_rooms: MediaRooms, codec_calls: CodecCalls
 ) -> None:
     baseline_tasks = aiortc_tasks()
+    baseline_fds = open_fds()
     events = Events()
     media_rooms._events = events
     meeting = Meeting(media_rooms.room("meeting-4"), codec_calls)
@@ -430,6 +443,8 @@ async def test_removal_reconnection_failure_and_no_leaks(
     await media_rooms.end("meeting-4")
     await eventually(lambda: aiortc_tasks() <= baseline_tasks, what="aiortc tasks ended")
     await eventually(lambda: not decoder_threads(), what="decoder threads ended")
+    # Sockets too, the wires' duplicates included (media.wire.Wire.close).
+    await eventually(lambda: open_fds() <= baseline_fds, what="descriptors closed")
 
 
 async def test_a_connection_never_made_is_closed_after_the_timeout(

@@ -45,6 +45,7 @@ from media.rtp import (
     MID_URI,
     HeaderWriter,
     LossDetector,
+    Rtp,
     h264_keyframe_start,
     keyframe_start,
     parse_rtp,
@@ -227,7 +228,10 @@ def publisher(
 
 
 async def subscriber(
-    codecs: list[RTCRtpCodecParameters], kind: str = "video", ssrc: int = 0xAB
+    codecs: list[RTCRtpCodecParameters],
+    kind: str = "video",
+    ssrc: int = 0xAB,
+    ids: dict[str, int] | None = None,
 ) -> tuple[OutboundSlot, Recorder]:
     recorder = Recorder()
     slot = OutboundSlot(
@@ -240,7 +244,10 @@ async def subscriber(
         track_id="t",
         mid="3",
         codecs=codecs,
-        header_extensions=[RTCRtpHeaderExtensionParameters(id=1, uri=MID_URI)],
+        header_extensions=[
+            RTCRtpHeaderExtensionParameters(id=i, uri=u)
+            for u, i in (ids if ids is not None else {MID_URI: 1}).items()
+        ],
     )
     await slot.send(RTCRtpSendParameters(codecs=codecs))
     return slot, recorder
@@ -346,6 +353,88 @@ async def test_without_rtx_the_packet_is_sent_again_as_it_was() -> None:
     nack.lost = [downstream.rtp()[0].sequence_number]
     await slot._handle_rtcp_packet(nack)
     assert downstream.sent[0] == downstream.sent[1]
+
+
+async def test_nacks_are_answered_for_what_the_slot_sent_from_its_source_now() -> None:
+    first, _ = publisher(video_codecs(96))
+    second, _ = publisher(video_codecs(96))
+    slot, downstream = await subscriber(video_codecs(96))
+    slot.bind(first)
+    first.handle(media(10, 0, vp8(True)), 0)
+    first.handle(media(11, 0, vp8(False) + b"first"), 0)
+    slot.bind(second)  # the numbering goes on; what came before is not the source's
+    second.handle(media(500, 0, vp8(True), ssrc=0x2222), 40)
+    second.handle(media(501, 0, vp8(False) + b"second", ssrc=0x2222), 40)
+    out = downstream.rtp()
+    assert len(out) == 4
+    nack = RtcpRtpfbPacket(fmt=RTCP_RTPFB_NACK, ssrc=1, media_ssrc=0xAB)
+    nack.lost = [out[1].sequence_number, out[3].sequence_number, out[3].sequence_number + 1]
+    await slot._handle_rtcp_packet(nack)
+    resent = downstream.rtp()[4:]
+    assert [(p.sequence_number, p.payload) for p in resent] == [
+        (out[3].sequence_number, out[3].payload)
+    ]
+
+
+async def test_the_c_part_writes_the_header_the_writer_writes() -> None:
+    """``media/fanout.c`` puts each copy together as ``HeaderWriter.write`` does: the
+    extensions the subscriber negotiated (the send time for video, the publisher's audio
+    level), the payload, the padding."""
+    every = {MID_URI: 4, ABS_SEND_TIME_URI: 3, AUDIO_LEVEL_URI: 1}
+    opus = [
+        RTCRtpCodecParameters(mimeType="audio/opus", clockRate=48000, channels=2, payloadType=111)
+    ]
+    cases = [
+        ("video", video_codecs(96), every),
+        ("video", video_codecs(96), {MID_URI: 4}),
+        ("audio", opus, every),
+        ("audio", opus, {}),
+    ]
+    for kind, codecs, ids in cases:
+        source, _ = publisher(codecs, kind=kind)
+        slot, downstream = await subscriber(codecs, kind=kind, ids=ids)
+        slot.bind(source)
+        pt = codecs[0].payloadType or 0
+        payload = vp8(True) if kind == "video" else b"opus"
+        level = (True, 42) if kind == "audio" else None
+        packets = [
+            Rtp(pt, 1, 7, 1234, 0x1111, payload, 5, level),
+            Rtp(pt, 0, 8, 4321, 0x1111, payload + b"more", 0, None),
+        ]
+        for packet in packets:
+            source.handle(packet, 0)
+        assert len(downstream.sent) == 2, (kind, ids)
+        extensions = HeaderExtensionsMap()
+        extensions.configure(
+            RTCRtpSendParameters(
+                headerExtensions=[
+                    RTCRtpHeaderExtensionParameters(id=i, uri=u) for u, i in ids.items()
+                ]
+            )
+        )
+        writer = HeaderWriter(0xAB, "3", ids, kind=kind)
+        for data, packet in zip(downstream.sent, packets, strict=True):
+            out = RtpPacket.parse(data, extensions)
+            send_time = out.extensions.abs_send_time
+            assert (send_time is not None) == (kind == "video" and ABS_SEND_TIME_URI in ids)
+            varying = b""
+            if send_time is not None:
+                varying = send_time.to_bytes(3, "big")
+            elif packet.audio_level is not None:
+                varying = bytes((0x80 | packet.audio_level[1],))
+            header = writer.write(
+                (packet.marker << 7) | pt,
+                out.sequence_number,
+                out.timestamp,
+                varying,
+                packet.padding_size > 0,
+            )
+            size = packet.padding_size
+            padding = bytes(size - 1) + bytes((size,)) if size else b""
+            assert data == header + packet.payload + padding
+            assert out.extensions.audio_level == (
+                packet.audio_level if AUDIO_LEVEL_URI in ids else None
+            )
 
 
 async def test_losses_upstream_are_asked_again_and_retransmissions_forwarded() -> None:
