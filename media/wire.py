@@ -131,32 +131,32 @@ class Wire:
         if sock is None:  # a relayed pair: its coroutine (``send``), from Python
             self.c.mode = fanout_lib.WIRE_PYTHON
             return
+        try:
+            self._connect(pair, sock)
+        except OSError:  # no descriptor left, an address it cannot read: Python sends
+            logger.warning("media_wire_python", exc_info=True)
+            self._turn_off()
+            self._c_pair = pair
+            self.c.mode = fanout_lib.WIRE_PYTHON
+
+    def _connect(self, pair: CandidatePair, sock: Any) -> None:
         host, port = pair.remote_addr[0], pair.remote_addr[1]
         family, _, _, _, address = socket.getaddrinfo(
             host, port, type=socket.SOCK_DGRAM, flags=socket.AI_NUMERICHOST
         )[0]
         flowinfo, scope = (address[2], address[3]) if len(address) == 4 else (0, 0)
-        session = dtls._tx_srtp
+        session = self._dtls._tx_srtp
         fd = os.dup(sock.fileno())
         # The duplicate is the wire's own: closed when the wire turns off or is collected,
         # and never a number some other socket could have taken meanwhile.
         self._c_fd = weakref.finalize(self, os.close, fd)
         self._c_session = session
         handle = int(ffi.cast("uintptr_t", session._srtp[0]))
-        status = fanout_lib.fanout_connect(
-            self.c,
-            fd,
-            handle,
-            PROTECT,
-            family,
-            str(address[0]).split("%")[0].encode(),
-            port,
-            flowinfo,
-            scope,
-        )
-        if status != 0:
-            self._turn_off()
-            self.c.mode = fanout_lib.WIRE_PYTHON
+        host_bytes = str(address[0]).split("%")[0].encode()
+        if fanout_lib.fanout_connect(
+            self.c, fd, handle, PROTECT, family, host_bytes, port, flowinfo, scope
+        ):
+            raise OSError(f"unreadable address {host!r}")
 
     def close(self) -> None:
         """Stop sending from the C part and close its socket (the connection is closing)."""

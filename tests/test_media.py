@@ -297,6 +297,32 @@ async def test_forwards_audio_and_video_to_each_subscriber_without_decoding(
         await meeting.close()
 
 
+async def test_without_the_c_wire_python_sends_the_copies(
+    media_rooms: MediaRooms, codec_calls: CodecCalls, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When the C part cannot have its socket (no descriptor left, say), the copies it makes
+    are sent by Python (``OutboundSlot.flush``): the meeting goes on the same."""
+
+    def no_descriptor(fd: int) -> int:
+        raise OSError(24, "Too many open files")
+
+    monkeypatch.setattr("media.wire.os.dup", no_descriptor)
+    meeting = Meeting(media_rooms.room("meeting-py"), codec_calls)
+    try:
+        await meeting.join(C, Side.CONCILIATOR, 1)
+        await meeting.join(A, Side.APPLICANT, 2)
+        await flowing(meeting, C, A, "video")
+        await flowing(meeting, A, C, "video")
+        await flowing(meeting, A, C, "audio")
+        check_video(meeting.video(C, A)[-8:], 2)
+        for participant in (C, A):
+            wire = (meeting.room.peer(participant) or _absent()).wire
+            assert wire is not None and wire.c.mode == fanout_lib.WIRE_PYTHON
+            assert wire.c.sent == 0 and wire.sent > 50
+    finally:
+        await meeting.close()
+
+
 async def test_separate_session_cuts_media_to_the_party_outside_and_restores_it(
     media_rooms: MediaRooms, codec_calls: CodecCalls
 ) -> None:
