@@ -9,12 +9,14 @@ are removed by ``sweep_orphans``, which must hear of every other owner of the st
 from __future__ import annotations
 
 import asyncio
+import re
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from datetime import datetime, timedelta
 from enum import StrEnum
 
-from sqlalchemy import Boolean, ForeignKey, Integer, String, select
+from sqlalchemy import Boolean, ForeignKey, Integer, String, UniqueConstraint, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -38,6 +40,8 @@ from core.errors import ErrorCode, FieldErrors, UserError
 from core.ids import new_id
 
 DESCRIPTION_MAX = 300
+UPLOAD_KEY_MAX = 64
+UPLOAD_KEY = re.compile(rf"[A-Za-z0-9_-]{{1,{UPLOAD_KEY_MAX}}}")
 
 
 class Category(StrEnum):
@@ -56,6 +60,7 @@ class Category(StrEnum):
 
 class Document(Base):
     __tablename__ = "documents"
+    __table_args__ = (UniqueConstraint("added_by_id", "upload_key"),)
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
     case_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("cases.id"), index=True)
@@ -71,6 +76,8 @@ class Document(Base):
     added_by_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("accounts.id"))
     added_as: Mapped[str] = mapped_column(String(16))  # the actor: applicant, company, desk…
     added_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    # The uploader's key for this upload (``Documents.add_once``): a retry adds nothing.
+    upload_key: Mapped[str | None] = mapped_column(String(UPLOAD_KEY_MAX), default=None)
 
 
 PARTIES = (Actor.APPLICANT, Actor.COMPANY)
@@ -123,6 +130,7 @@ class Documents:
         category: object,
         description: object,
         visible_to_other_party: object,
+        key: str | None = None,
     ) -> Document:
         """Add a document to a case the person takes part in (fields checked before the bytes)."""
         chosen, text, visible = check_document_fields(category, description, visible_to_other_party)
@@ -156,6 +164,7 @@ class Documents:
                 added_by_id=account.id,
                 added_as=actor,
                 added_at=now,
+                upload_key=key,
             )
             async with self.db.session() as session:
                 session.add(document)
@@ -180,6 +189,64 @@ class Documents:
         if self.alerts is not None:
             self.alerts.notifier.wake()
         return document
+
+    async def add_once(
+        self,
+        account: Account,
+        case_id: uuid.UUID,
+        key: str | None,
+        *,
+        filename: str,
+        chunks: AsyncIterator[bytes],
+        category: object,
+        description: object,
+        visible_to_other_party: object,
+    ) -> tuple[Document, bool]:
+        """``do_add`` under the uploader's ``key`` (an idempotency key): the first request
+        with it adds the document; a retry (the answer was lost, the form sent twice) gets
+        that document back without adding another (``True``: this is a replay), even while
+        the first is still arriving. A key its account used for another case is refused.
+        Without a key, ``do_add``."""
+        if key is not None:
+            if not UPLOAD_KEY.fullmatch(key):
+                raise UserError(ErrorCode.BAD_REQUEST, "upload key")
+            async with self.db.session() as session:
+                await case_for(session, account, case_id)
+                first = await self._uploaded(session, account, case_id, key)
+            if first is not None:
+                return first, True
+        try:
+            added = await self.do_add(
+                account,
+                case_id,
+                filename=filename,
+                chunks=chunks,
+                category=category,
+                description=description,
+                visible_to_other_party=visible_to_other_party,
+                key=key,
+            )
+        except IntegrityError:
+            if key is None:
+                raise
+            # The same key committed by a request running beside this one.
+            async with self.db.session() as session:
+                first = await self._uploaded(session, account, case_id, key)
+            if first is None:
+                raise
+            return first, True
+        return added, False
+
+    @staticmethod
+    async def _uploaded(
+        session: AsyncSession, account: Account, case_id: uuid.UUID, key: str
+    ) -> Document | None:
+        first = await session.scalar(
+            select(Document).where(Document.added_by_id == account.id, Document.upload_key == key)
+        )
+        if first is not None and first.case_id != case_id:
+            raise UserError(ErrorCode.CONFLICT, "the upload key was used for another case")
+        return first
 
     async def file_generated(
         self,

@@ -63,7 +63,7 @@ from aiortc.stats import (
     RTCStatsReport,
 )
 
-from media._fanout import ffi, lib  # type: ignore[import-not-found]
+from media._fanout import ffi, lib
 from media.rtp import (
     AUDIO_LEVEL_URI,
     HeaderWriter,

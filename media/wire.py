@@ -30,7 +30,7 @@ from aioice.ice import CandidatePair, Connection, StunProtocol
 from aiortc.rtcdtlstransport import RTCDtlsTransport, State
 from pylibsrtp._binding import ffi, lib  # type: ignore[import-not-found]
 
-from media._fanout import ffi as fanout_ffi  # type: ignore[import-not-found]
+from media._fanout import ffi as fanout_ffi
 from media._fanout import lib as fanout_lib
 
 logger = logging.getLogger(__name__)

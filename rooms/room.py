@@ -1292,18 +1292,40 @@ class Rooms:
 
     # ---- documents ---------------------------------------------------------------------------
 
-    async def share(self, account_id: uuid.UUID, meeting_id: uuid.UUID, document: object) -> None:
+    async def share(
+        self,
+        account_id: uuid.UUID,
+        meeting_id: uuid.UUID,
+        document: object,
+        client_id: object = None,
+    ) -> dict[str, Any]:
         """Share a document of the case file into the room. Only where everyone who will see
         it may see it in the case file: in the joint session, a document both parties may see;
-        in a separate session, one that session's party may see."""
+        in a separate session, one that session's party may see. With a ``client_id``, a
+        share sent again (its answer was lost) is answered with the first one's ``seq``
+        (``duplicate``), as ``say``."""
         try:
             document_id = uuid.UUID(str(document))
         except ValueError:
             raise ProtocolError(ErrorCode.BAD_REQUEST, "document") from None
+        if client_id is not None and (
+            not isinstance(client_id, str) or not CLIENT_ID.match(client_id)
+        ):
+            raise ProtocolError(ErrorCode.BAD_REQUEST, "client_id")
         changes = Changes()
         async with self.db.session() as session:
             seat = await self._locked(session, account_id, meeting_id)
             room, member = self._present(seat)
+            if client_id is not None:
+                first = await session.scalar(
+                    select(RoomMessage.seq).where(
+                        RoomMessage.meeting_id == meeting_id,
+                        RoomMessage.author_id == account_id,
+                        RoomMessage.client_id == client_id,
+                    )
+                )
+                if first is not None:
+                    return {"seq": first, "duplicate": True}
             if member.muted:
                 raise UserError(ErrorCode.MUTED)
             found = await session.get(Document, document_id)
@@ -1324,6 +1346,7 @@ class Rooms:
                 MessageKind.DOCUMENT,
                 found.name,
                 author=account_id,
+                client_id=client_id,
                 document_id=found.id,
             )
             await session.flush()
@@ -1332,6 +1355,7 @@ class Rooms:
                 changes.add(audience, "message", view)
             await session.commit()
         await self._announce(meeting_id, changes)
+        return {"seq": message.seq, "duplicate": False}
 
     # ---- the outcome ---------------------------------------------------------------------------
 

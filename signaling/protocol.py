@@ -78,6 +78,8 @@ class Mute(Payload):
 
 class Share(Payload):
     document: uuid.UUID
+    # The sender's id for this share: sent again (its answer was lost), it is shared once.
+    client_id: StrictStr | None = Field(default=None, pattern=r"^[A-Za-z0-9_-]{1,64}$")
 
 
 class Empty(Payload):

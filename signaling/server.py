@@ -408,8 +408,10 @@ class Signaling(socketio.AsyncNamespace):  # type: ignore[misc]
     async def _remove(self, _sid: str, c: Connection, payload: p.Target) -> None:
         await self._rooms().remove(c.account_id, c.meeting_id, payload.account)
 
-    async def _share(self, _sid: str, c: Connection, payload: p.Share) -> None:
-        await self._rooms().share(c.account_id, c.meeting_id, payload.document)
+    async def _share(self, _sid: str, c: Connection, payload: p.Share) -> dict[str, Any]:
+        return await self._rooms().share(
+            c.account_id, c.meeting_id, payload.document, payload.client_id
+        )
 
     async def _ask_proposal(self, _sid: str, c: Connection, _payload: p.Empty) -> None:
         await self._rooms().ask_proposal(c.account_id, c.meeting_id)

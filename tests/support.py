@@ -97,6 +97,7 @@ class Browser:
         content: bytes | Any,
         *,
         csrf: str,
+        headers: dict[str, str] | None = None,
     ) -> Page:
         """A multipart form as a browser sends it: the fields, then the file; the CSRF token
         in the action's query string."""
@@ -105,7 +106,9 @@ class Browser:
             form.add_field(key, value)
         form.add_field("file", content, filename=filename, content_type="application/pdf")
         target = f"{path}{'&' if '?' in path else '?'}csrf_token={quote(csrf)}"
-        async with self.client.post(target, data=form, allow_redirects=False) as resp:
+        async with self.client.post(
+            target, data=form, allow_redirects=False, headers=headers
+        ) as resp:
             page = Page(resp.status, await resp.text(), resp.headers, path)
         self.last = page
         return page

@@ -25,9 +25,9 @@ from aiortc import RTCRtpReceiver, RTCRtpSender
 from aiortc.codecs.base import Decoder, Encoder
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 from aiortc.rtp import RtpPacket
-from media._fanout import lib as fanout_lib  # type: ignore[import-not-found]
 
 from core.errors import ErrorCode, ProtocolError, UserError
+from media._fanout import lib as fanout_lib
 from media.config import MediaConfig
 from media.forwarding import InboundStream, OutboundSlot
 from media.room import Layout, MediaRoom, MediaRooms

@@ -11,7 +11,7 @@ from sqlalchemy import select
 
 from cases.documents import Category, Document
 from cases.lifecycle import CaseStatus
-from rooms.models import Room
+from rooms.models import Room, RoomMessage
 from rooms.seal import verify_minutes
 from scheduling.bookings import Meeting, MeetingStatus
 from tests.rooms_support import Meet, RoomClient, admitted, code_for, minutes_of
@@ -175,6 +175,24 @@ async def test_shared_documents_reach_only_those_who_may_see_them(meet: Meet) ->
     assert (await rep.call("share", {"document": str(uuid.uuid4())}))["error"][
         "code"
     ] == "not_found"
+    # A share sent again with its client_id (its answer was lost) is shared once.
+    once = {"document": str(public.id), "client_id": "share-1"}
+    first = await customer.call("share", once)
+    assert first["ok"] and not first["duplicate"]
+    assert await customer.call("share", once) == {
+        "ok": True,
+        "seq": first["seq"],
+        "duplicate": True,
+    }
+    await rep.wait_for("message", lambda d: d["seq"] == first["seq"])
+    async with env.services.db.session() as session:
+        stored = await session.scalars(
+            select(RoomMessage).where(RoomMessage.client_id == "share-1")
+        )
+        assert [m.seq for m in stored] == [first["seq"]]
+    for bad in ("", "a b", 7, "x" * 65):
+        refused = await customer.call("share", {"document": str(public.id), "client_id": bad})
+        assert refused["error"]["code"] == "bad_request", bad
     # In a separate session with the applicant it may be shared there.
     assert (await chair.call("separate", {"side": "applicant"}))["ok"]
     assert (await customer.call("share", {"document": str(private.id)}))["ok"]

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import secrets
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -155,14 +156,21 @@ class Services:
 
 
 def template_environment() -> Environment:
-    """HTML templates; everything is escaped unless a template says otherwise (none does)."""
-    return Environment(
+    """HTML templates; everything is escaped unless a template says otherwise (none does).
+    ``upload_key()`` gives an upload form its idempotency key (``Documents.add_once``)."""
+    environment = Environment(
         loader=FileSystemLoader(TEMPLATES),
         autoescape=select_autoescape(["html"]),
         undefined=StrictUndefined,
         trim_blocks=True,
         lstrip_blocks=True,
     )
+    environment.globals["upload_key"] = new_upload_key
+    return environment
+
+
+def new_upload_key() -> str:
+    return secrets.token_urlsafe(16)
 
 
 def redis_client(url: str) -> Redis:

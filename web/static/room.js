@@ -952,10 +952,21 @@
       show("share-error", errorText({ code: "required" }));
       return;
     }
-    const answer = await call("share", { document: id });
+    const answer = await share(id);
     show("share-error", answer.ok ? "" : refusal(answer));
     if (answer.ok) announce(T.shared_done);
   });
+
+  // A share sent again (its answer was lost) keeps its client_id: shared once.
+  let pendingShare = null;
+  async function share(documentId) {
+    if (!pendingShare || pendingShare.document !== documentId) {
+      pendingShare = { document: documentId, client_id: clientId() };
+    }
+    const answer = await call("share", pendingShare);
+    if (answer.ok) pendingShare = null;
+    return answer;
+  }
 
   // The case file may have gained documents since the page was drawn: look again when the
   // picker is used (at most every ten seconds).
@@ -1018,11 +1029,14 @@
       state.documents = (await response.json()).documents;
       documentsAt = Date.now();
       renderPicker();
+      // Stored: the next upload is another one. (Until now a retry kept the form's key, so
+      // an upload whose answer was lost is not stored twice.)
+      upload.elements.upload_key.value = clientId().replace(/[^A-Za-z0-9_-]/g, "");
       const added = state.documents.filter((doc) => doc.mine && !known.has(doc.id)).pop();
       if (!added) return;
       upload.reset();
       $("share-select").value = added.id;
-      const answer = await call("share", { document: added.id });
+      const answer = await share(added.id);
       show("upload-error", answer.ok ? "" : refusal(answer));
       show("upload-status", answer.ok ? T.uploaded : "");
     });

@@ -235,7 +235,9 @@ async def api_case_documents(request: web.Request) -> web.StreamResponse:
 @routes.post("/api/v1/cases/{case_id}/documents")
 async def api_document_upload(request: web.Request) -> web.StreamResponse:
     account = require(request)
-    document = await receive_document(request, account, case_id_of(request))
+    document, replayed = await receive_document(request, account, case_id_of(request))
+    if replayed:  # the same Idempotency-Key again: the first upload's document
+        return web.json_response(document_json(document), headers={"Idempotent-Replayed": "true"})
     return web.json_response(document_json(document), status=201)
 
 

@@ -511,10 +511,14 @@ async def case_confirm(request: web.Request) -> web.StreamResponse:
 # ---- documents in and out --------------------------------------------------------------
 
 
-async def receive_document(request: web.Request, account: Account, case_id: uuid.UUID) -> Document:
+async def receive_document(
+    request: web.Request, account: Account, case_id: uuid.UUID
+) -> tuple[Document, bool]:
     """Stream a multipart upload straight into storage: the fields come first, then the file.
 
-    Nothing is buffered: a file over the limit is cut off while it arrives (413)."""
+    Nothing is buffered: a file over the limit is cut off while it arrives (413). With an
+    idempotency key (the ``Idempotency-Key`` header, or the form's ``upload_key`` field) a
+    retry gets the first upload's document back instead of adding it again (``True``)."""
     length = request.content_length
     if length is not None and length > CONCILIATION_MAX_FILE + UPLOAD_OVERHEAD:
         raise UserError(ErrorCode.FILE_TOO_LARGE)
@@ -530,9 +534,10 @@ async def receive_document(request: web.Request, account: Account, case_id: uuid
             continue
         if part.name != "file":
             raise UserError(ErrorCode.BAD_REQUEST)
-        return await services(request).documents.do_add(
+        return await services(request).documents.add_once(
             account,
             case_id,
+            request.headers.get("Idempotency-Key", fields.get("upload_key") or None),
             filename=part.filename,
             chunks=part_chunks(part),
             category=fields.get("category"),
