@@ -4,6 +4,7 @@ and send is what the test reads. The real peer connections are in tests/test_med
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -33,6 +34,8 @@ from aiortc.rtp import (
     pack_remb_fci,
     unpack_remb_fci,
 )
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from core.settings import Settings
@@ -435,6 +438,55 @@ async def test_the_c_part_writes_the_header_the_writer_writes() -> None:
             assert out.extensions.audio_level == (
                 packet.audio_level if AUDIO_LEVEL_URI in ids else None
             )
+
+
+@settings(max_examples=300, deadline=None, database=None, derandomize=True)
+@given(
+    kind=st.sampled_from(["audio", "video"]),
+    size=st.integers(0, 1600),
+    padding=st.integers(0, 255),
+    marker=st.integers(0, 1),
+    seq=st.integers(0, 0xFFFF),
+    timestamp=st.integers(0, 0xFFFFFFFF),
+    level=st.none() | st.tuples(st.booleans(), st.integers(0, 127)),
+)
+def test_any_packet_is_copied_whole_or_not_at_all(
+    kind: str,
+    size: int,
+    padding: int,
+    marker: int,
+    seq: int,
+    timestamp: int,
+    level: tuple[bool, int] | None,
+) -> None:
+    """The C part's bounds: any payload and padding size is copied exactly as
+    ``HeaderWriter`` writes it, or, past what one SRTP packet may hold, not at all."""
+    ids = {MID_URI: 4, AUDIO_LEVEL_URI: 1} if kind == "audio" else {MID_URI: 4}
+    codecs = (
+        [RTCRtpCodecParameters(mimeType="audio/opus", clockRate=48000, payloadType=111)]
+        if kind == "audio"
+        else video_codecs(96)
+    )
+    source, _ = publisher(codecs, kind=kind)
+    slot, downstream = asyncio.run(subscriber(codecs, kind=kind, ids=ids))
+    source.ssrc = 0x1111  # known already: no restart, which would wait for a keyframe
+    slot.bind(source)
+    slot.waiting = False  # (a video slot's wait for a keyframe is another test's)
+    out_seq, out_ts = (slot.c.last_seq + 1) & 0xFFFF, (slot.c.last_ts + 1) & 0xFFFFFFFF
+    pt = codecs[0].payloadType or 0
+    payload = bytes(range(256)) * 7
+    packet = Rtp(pt, marker, seq, timestamp, 0x1111, payload[:size], padding, level)
+    source.handle(packet, 0)
+    varying = b"" if level is None or kind == "video" else bytes(((level[0] << 7) | level[1],))
+    header = HeaderWriter(0xAB, "3", ids, kind=kind).write(
+        (marker << 7) | pt, out_seq, out_ts, varying, padding > 0
+    )
+    tail = bytes(padding - 1) + bytes((padding,)) if padding else b""
+    expected = header + payload[:size] + tail
+    if len(expected) > 1500 - pylibsrtp.SRTP_MAX_TRAILER_LEN:  # libsrtp's room for its tag
+        assert downstream.sent == []
+    else:
+        assert downstream.sent == [expected]
 
 
 async def test_losses_upstream_are_asked_again_and_retransmissions_forwarded() -> None:
