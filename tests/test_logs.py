@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from pathlib import Path
 from typing import cast
@@ -54,3 +55,38 @@ async def test_no_secrets_in_logs(
             for r in caplog.records
             if secret in r.getMessage() + str(r.__dict__)
         ][:3]  # …never the path, the password or personal data
+
+
+async def test_requests_aiohttp_cannot_parse_are_warnings_without_their_bytes(
+    sqlite_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """What scanners send (a NUL in a header, a bad character in the path) is answered 400
+    and logged as a warning naming the parse error, never with the request's bytes (a
+    cookie among them) or a traceback."""
+    configure_logging("INFO", json=True)
+    caplog.set_level(logging.INFO)
+    server = TestServer(create_app(make_settings(sqlite_url, tmp_path), clock=FakeClock()))
+    await server.start_server(access_log_class=RouteAccessLogger)
+    try:
+        secret = "session-secret-0123456789"
+        for request in (
+            f"GET / HTTP/1.1\r\nHost: x\r\nCookie: s={secret}\x00\r\n\r\n",
+            f"GET /\x00{secret} HTTP/1.1\r\nHost: x\r\n\r\n",
+        ):
+            reader, writer = await asyncio.open_connection(server.host, server.port)
+            writer.write(request.encode("latin-1"))
+            await writer.drain()
+            assert (await reader.read(100)).startswith(b"HTTP/1.0 400")
+            writer.close()
+            await writer.wait_closed()
+    finally:
+        await server.close()
+    records = [r for r in caplog.records if r.name == "aiohttp.server"]
+    assert len(records) == 2
+    for record in records:
+        assert (record.levelname, record.getMessage()) == ("WARNING", "bad_http_request")
+        assert record.__dict__["error"] in ("BadHttpMessage", "InvalidURLError")
+        assert record.exc_info is None
+    text = "\n".join(r.getMessage() + " " + str(r.__dict__) for r in caplog.records)
+    assert secret not in text
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
