@@ -734,13 +734,13 @@ class Rooms:
             ),
         )
 
-    async def leave(self, connection: str) -> None:
-        """A connection went away: its stretch of presence ends."""
+    async def leave(self, connection: str, at: datetime | None = None) -> None:
+        """A connection went away (``at``, default now): its stretch of presence ends."""
         async with self.db.session() as session:
             await session.execute(
                 update(RoomPresence)
                 .where(RoomPresence.connection == connection, RoomPresence.left_at.is_(None))
-                .values(left_at=self.clock.now())
+                .values(left_at=at or self.clock.now())
             )
             await session.commit()
 

@@ -17,12 +17,14 @@ connection; ``FanOut`` adds what a node does when Redis goes away and comes back
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -49,6 +51,7 @@ RATE_PER_SECOND = 10.0  # events a connection may send, sustained
 RATE_BURST = 20.0
 FLOOD_LIMIT = 50  # events refused for rate in a row before the connection is closed
 ENDED_GRACE_SECONDS = 1.0
+DEPARTURES_KEPT = 10_000  # past this, the oldest are dropped (the room's end closes them)
 SWEEP_SECONDS = 5.0  # how soon a disabled account or a revoked delegation loses its connections
 RETRY_MAX_SECONDS = 8.0  # the longest wait between two tries to subscribe to Redis again
 # Connections a node publishes its room events on (and subscribes with): a burst of emits waits
@@ -91,6 +94,14 @@ class Connection:
     meeting_id: uuid.UUID
     bucket: Bucket = field(default_factory=Bucket)
     entered: bool = False
+
+
+@dataclass(frozen=True)
+class Departure:
+    connection: str
+    meeting_id: uuid.UUID
+    account_id: uuid.UUID
+    at: datetime
 
 
 def error(code: ErrorCode | str, **params: Any) -> dict[str, Any]:
@@ -148,6 +159,9 @@ class Signaling(socketio.AsyncNamespace):  # type: ignore[misc]
         self._now = now
         self.presence = presence
         self._connections: dict[str, Connection] = {}
+        # Departures the database could not take when they happened (it was down): recorded
+        # with their own time by the sweep once it is back (``record_departures``).
+        self._departures: collections.OrderedDict[str, Departure] = collections.OrderedDict()
         # Video: this node's media rooms (set by the application), and Redis to pin each
         # meeting's media to one node (``None``: one node, everything local).
         self.media: MediaRooms | None = None
@@ -245,6 +259,9 @@ class Signaling(socketio.AsyncNamespace):  # type: ignore[misc]
                     log.info("recorded the departure of %d connections of a dead node", reaped)
             except Exception:
                 log_failure(log, "the dead nodes' connections could not be recorded as gone")
+            recorded = await self.record_departures()
+            if recorded:
+                log.info("recorded %d departures the database could not take before", recorded)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), SWEEP_SECONDS)
 
@@ -293,17 +310,39 @@ class Signaling(socketio.AsyncNamespace):  # type: ignore[misc]
         log.info("connection %s left meeting %s (%s)", sid, connection.meeting_id, reason)
         await self.presence.remove(connection.meeting_id, sid)
         if connection.entered:
-            try:
-                await self._rooms().leave(sid)
-                still = await self.presence.connections(connection.meeting_id)
-                if connection.account_id not in still.values():
-                    await self._rooms().presence_changed(
-                        connection.account_id, connection.meeting_id, online=False
-                    )
-            except Exception:
-                log_failure(
-                    log, "could not record a departure from meeting %s", connection.meeting_id
+            departure = Departure(sid, connection.meeting_id, connection.account_id, self._now())
+            if not await self._depart(departure):
+                self._departures[sid] = departure
+                while len(self._departures) > DEPARTURES_KEPT:
+                    dropped = self._departures.popitem(last=False)[1]
+                    log.warning("departure from meeting %s not kept", dropped.meeting_id)
+
+    async def _depart(self, departure: Departure) -> bool:
+        """Record a departure (its stretch of presence ends at its time) and tell the room,
+        unless the account is still connected elsewhere; ``False`` if it could not be done."""
+        try:
+            await self._rooms().leave(departure.connection, departure.at)
+            still = await self.presence.connections(departure.meeting_id)
+            if departure.account_id not in still.values():
+                await self._rooms().presence_changed(
+                    departure.account_id, departure.meeting_id, online=False
                 )
+        except Exception:
+            log_failure(log, "could not record a departure from meeting %s", departure.meeting_id)
+            return False
+        return True
+
+    async def record_departures(self) -> int:
+        """Record the departures kept while the database was down, oldest first, until one
+        fails again; returns how many were recorded."""
+        recorded = 0
+        while self._departures:
+            sid, departure = next(iter(self._departures.items()))
+            if not await self._depart(departure):
+                break
+            self._departures.pop(sid, None)
+            recorded += 1
+        return recorded
 
     async def _enter(self, sid: str, meeting_id: uuid.UUID, audiences: Sequence[str]) -> None:
         """Put the connection in exactly ``audiences`` of its meeting."""

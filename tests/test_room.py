@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Sequence
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -16,8 +17,8 @@ from cases.accounts import Account
 from cases.casefile import Case
 from cases.lifecycle import CaseStatus
 from core.errors import ErrorCode, UserError
-from rooms.models import RoomMessage
-from rooms.room import HISTORY_TAIL, PAGE_MAX, Said, Saying
+from rooms.models import RoomMessage, RoomPresence
+from rooms.room import HISTORY_TAIL, PAGE_MAX, Rooms, Said, Saying
 from scheduling.bookings import Meeting, MeetingStatus
 from tests.rooms_support import Meet, admitted, said_while_away
 from tests.support import registered, sign_in
@@ -434,3 +435,46 @@ async def test_a_conciliator_who_reconnects_gets_the_room_back_as_it_was(meet: M
     }
     # The parties were never sent back to the lobby.
     assert (await rep.join())["me"]["state"] == "admitted"
+
+
+async def test_a_departure_the_database_cannot_take_is_recorded_later_with_its_time(
+    meet: Meet, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    env = meet.world.env
+    _chair, (customer, rep) = await admitted(meet, meet.customer, meet.rep)
+    ids = await meet.ids()
+    app = env.client.app
+    assert app is not None
+    namespace = app[SIGNALING]
+    working = Rooms.leave
+
+    async def database_down(self: Rooms, connection: str, at: Any = None) -> None:
+        raise ConnectionRefusedError("the database is down")
+
+    monkeypatch.setattr(Rooms, "leave", database_down)
+    left_at = env.clock.now()
+    await customer.close()
+    await wait_until(lambda: bool(namespace._departures))
+    env.clock.advance(timedelta(minutes=7))  # the database comes back later
+    assert await namespace.record_departures() == 0  # still down: kept
+    monkeypatch.setattr(Rooms, "leave", working)
+    assert await namespace.record_departures() == 1
+    assert await namespace.record_departures() == 0
+    async with env.services.db.session() as session:
+        stretches = list(
+            await session.scalars(
+                select(RoomPresence).where(RoomPresence.account_id == ids["cliente"])
+            )
+        )
+    assert [s.left_at for s in stretches] == [left_at]  # when it left, not when recorded
+    await rep.wait_for(
+        "participant", lambda d: d["id"] == str(ids["cliente"]) and d["online"] is False
+    )
+
+
+async def wait_until(condition: Any, seconds: float = 5.0) -> None:
+    for _ in range(int(seconds / 0.02)):
+        if condition():
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError("never happened")
