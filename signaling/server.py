@@ -259,6 +259,9 @@ class Signaling(socketio.AsyncNamespace):  # type: ignore[misc]
                     log.info("recorded the departure of %d connections of a dead node", reaped)
             except Exception:
                 log_failure(log, "the dead nodes' connections could not be recorded as gone")
+            manager = self.server.manager if self.server is not None else None
+            if isinstance(manager, FanOut) and manager.missed:
+                await manager.resync_others()  # even when nothing else is published
             recorded = await self.record_departures()
             if recorded:
                 log.info("recorded %d departures the database could not take before", recorded)
@@ -730,6 +733,43 @@ class FanOut(socketio.AsyncRedisManager):  # type: ignore[misc]
         super().__init__(url, channel=channel, redis_options={"retry": Retry(NoBackoff(), 0)})
         self.on_back = on_back
         self.on_emit: Callable[[object, object, object], None] | None = None
+        # A publish given up (Redis down, or no pooled connection within its wait): the other
+        # nodes missed an event, and their connections are asked to resync once a publish
+        # goes through again (``resync_others``).
+        self.missed = False
+
+    async def _publish(self, data: Any) -> Any:
+        """The library's publish (two tries, then it gives up and returns nothing), noting a
+        loss, and telling the other nodes first when an earlier one was lost."""
+        if self.missed:
+            await self.resync_others()
+        result = await super()._publish(data)
+        if result is None:
+            self.missed = True
+        return result
+
+    async def resync_others(self) -> bool:
+        """Ask every connection of the other nodes to catch up from the database (an event
+        of this node did not reach them); ``True`` once sent."""
+        sent = await super()._publish(
+            {
+                "method": "emit",
+                "event": "resync",
+                "data": [{}],
+                "binary": False,
+                "namespace": NAMESPACE,
+                "room": None,
+                "skip_sid": None,
+                "callback": None,
+                "host_id": self.host_id,  # the other nodes only
+            }
+        )
+        if sent is None:
+            return False
+        if self.missed:
+            log.info("asked the other nodes' connections to resync after a lost publish")
+        self.missed = False
+        return True
 
     def _redis_connect(self) -> None:
         """One client, and one pool, for the node's whole life; a new subscription each time.

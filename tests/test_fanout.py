@@ -10,6 +10,7 @@ import uuid
 
 import orjson
 from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from signaling.server import PUBLISH_CONNECTIONS, FanOut, OrJson
 
@@ -42,6 +43,62 @@ async def test_a_burst_of_emits_is_published_whole_on_one_client(redis_url: str)
         # A later subscription (after a Redis outage, say) keeps the same client.
         manager._redis_connect()
         assert manager.redis is client
+    finally:
+        await pubsub.aclose()  # type: ignore[no-untyped-call]
+        await listener.aclose()
+        if manager.redis is not None:
+            await manager.redis.aclose()
+
+
+async def test_a_lost_publish_has_the_other_nodes_resync_once_publishing_works(
+    redis_url: str,
+) -> None:
+    """An emit the other nodes never got (the publish was given up) is made good: the next
+    publish that goes through is preceded by a ``resync`` for their connections (they catch
+    up from the database), and the namespace's sweep sends it even if nothing else is."""
+    channel = f"concilia-test-{uuid.uuid4().hex[:10]}-meeting"
+    listener = Redis.from_url(redis_url)
+    pubsub = listener.pubsub(ignore_subscribe_messages=True)
+    await pubsub.subscribe(channel)
+    manager = FanOut(redis_url, channel)
+    manager.json = OrJson
+    try:
+        manager._redis_connect()
+        client = manager.redis
+
+        async def down(*_args: object, **_kwargs: object) -> int:
+            raise RedisConnectionError("Redis went away")
+
+        client.publish = down  # this client only
+        assert await manager._publish({"n": 1}) is None and manager.missed
+        del client.publish
+        assert await manager._publish({"n": 2}) == 1 and not manager.missed
+        got = []
+        async with asyncio.timeout(10):
+            while len(got) < 2:
+                message = await pubsub.get_message(timeout=1)
+                if message is not None:
+                    got.append(orjson.loads(message["data"]))
+        resync, second = got
+        assert resync == {
+            "method": "emit",
+            "event": "resync",
+            "data": [{}],
+            "binary": False,
+            "namespace": "/meeting",
+            "room": None,
+            "skip_sid": None,
+            "callback": None,
+            "host_id": manager.host_id,  # so that this node's own listener skips it
+        }
+        assert second == {"n": 2}
+        # With nothing else to publish, the sweep's call sends it alone.
+        manager.missed = True
+        assert await manager.resync_others() and not manager.missed
+        async with asyncio.timeout(10):
+            while (message := await pubsub.get_message(timeout=1)) is None:
+                pass
+        assert orjson.loads(message["data"])["event"] == "resync"
     finally:
         await pubsub.aclose()  # type: ignore[no-untyped-call]
         await listener.aclose()
