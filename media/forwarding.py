@@ -16,7 +16,7 @@ in, its copies out, within one callback.
 
 Around that path, the RTCP a forwarder owes both ends: keyframe requests (PLI/FIR) from a
 subscriber go on to the publisher, and a subscriber starting on a video stream asks for one
-itself; NACKs from a subscriber are answered from the slot's recent packets (as RTX when
+itself; NACKs from a subscriber are answered from the source's recent packets (as RTX when
 negotiated); packets lost on the way in are asked again from the publisher; the
 publisher's sender reports are translated to each slot's timestamps (so audio and video stay
 in sync); subscribers' bandwidth estimates (REMB) go back to the publisher as their minimum;
@@ -343,7 +343,7 @@ class InboundStream:
             self._recent[packet.sequence_number & (HISTORY - 1)] = packet
         # What changes in the header extensions from packet to packet, the same for all.
         if self.video:
-            varying = abs_send_time().to_bytes(3, "big")
+            varying = _send_time()
         else:
             level = packet.audio_level
             varying = b"" if level is None else bytes(((0x80 if level[0] else 0) | level[1],))
