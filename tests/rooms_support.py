@@ -21,8 +21,10 @@ from sqlalchemy import select
 from cases.documents import Category, Document
 from rooms.models import Room, RoomMessage
 from scheduling.bookings import Meeting
+from signaling.server import Signaling
 from tests.support import Browser, Env, registered, sign_in, staff_sign_in
 from tests.worlds import FIRST, World, rome
+from web.app import SIGNALING
 
 ORIGIN = "http://concilia.test"
 
@@ -164,6 +166,12 @@ class Meet:
         found = browser_client(self.world.env, browser, self.meeting.id)
         self.clients.append(found)
         return found
+
+    def namespace(self) -> Signaling:
+        """The application's ``/meeting`` namespace (its sweeps, its connections)."""
+        app = self.world.env.client.app
+        assert app is not None
+        return app[SIGNALING]
 
     async def ids(self) -> dict[str, uuid.UUID]:
         accounts = self.world.env.services.accounts

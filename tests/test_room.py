@@ -23,7 +23,6 @@ from scheduling.bookings import Meeting, MeetingStatus
 from tests.rooms_support import Meet, admitted, said_while_away
 from tests.support import registered, sign_in
 from tests.worlds import FIRST, rome
-from web.app import SIGNALING
 
 
 async def test_connections_need_a_session_and_a_fresh_token_for_the_same_account(
@@ -401,9 +400,7 @@ async def test_a_disabled_account_or_a_lost_role_loses_its_connections(meet: Mee
     env = meet.world.env
     _chair, (customer, rep) = await admitted(meet, meet.customer, meet.rep)
     ids = await meet.ids()
-    app = env.client.app
-    assert app is not None
-    namespace = app[SIGNALING]
+    namespace = meet.namespace()
     assert await namespace.sweep() == 0
     # The representative moves to another company: it no longer takes part.
     async with env.services.db.session() as session:
@@ -443,9 +440,7 @@ async def test_a_departure_the_database_cannot_take_is_recorded_later_with_its_t
     env = meet.world.env
     _chair, (customer, rep) = await admitted(meet, meet.customer, meet.rep)
     ids = await meet.ids()
-    app = env.client.app
-    assert app is not None
-    namespace = app[SIGNALING]
+    namespace = meet.namespace()
     working = Rooms.leave
 
     async def database_down(self: Rooms, connection: str, at: Any = None) -> None:
