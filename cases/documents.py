@@ -205,14 +205,15 @@ class Documents:
         """``do_add`` under the uploader's ``key`` (an idempotency key): the first request
         with it adds the document; a retry (the answer was lost, the form sent twice) gets
         that document back without adding another (``True``: this is a replay), even while
-        the first is still arriving. A key its account used for another case is refused.
+        the first is still arriving. A key its account used for another case, or for a file
+        of another name, is refused (409).
         Without a key, ``do_add``."""
         if key is not None:
             if not UPLOAD_KEY.fullmatch(key):
                 raise UserError(ErrorCode.BAD_REQUEST, "upload key")
             async with self.db.session() as session:
                 await case_for(session, account, case_id)
-                first = await self._uploaded(session, account, case_id, key)
+                first = await self._uploaded(session, account, case_id, key, filename)
             if first is not None:
                 return first, True
         try:
@@ -231,7 +232,7 @@ class Documents:
                 raise
             # The same key committed by a request running beside this one.
             async with self.db.session() as session:
-                first = await self._uploaded(session, account, case_id, key)
+                first = await self._uploaded(session, account, case_id, key, filename)
             if first is None:
                 raise
             return first, True
@@ -239,13 +240,17 @@ class Documents:
 
     @staticmethod
     async def _uploaded(
-        session: AsyncSession, account: Account, case_id: uuid.UUID, key: str
+        session: AsyncSession, account: Account, case_id: uuid.UUID, key: str, filename: str
     ) -> Document | None:
+        """The document the account added under ``key``, if any: a key used for another case
+        or another file (by its name) is refused rather than answered with that one."""
         first = await session.scalar(
             select(Document).where(Document.added_by_id == account.id, Document.upload_key == key)
         )
         if first is not None and first.case_id != case_id:
             raise UserError(ErrorCode.CONFLICT, "the upload key was used for another case")
+        if first is not None and first.name != sanitize_name(filename):
+            raise UserError(ErrorCode.CONFLICT, "the upload key was used for another file")
         return first
 
     async def file_generated(

@@ -50,7 +50,11 @@ class MalformedRequests(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         error = record.exc_info[1] if record.exc_info else None
-        if isinstance(error, HttpProcessingError) and (error.code or 400) < 500:
+        if (
+            record.levelno >= logging.ERROR
+            and isinstance(error, HttpProcessingError)
+            and (error.code or 400) < 500
+        ):
             record.levelno, record.levelname = logging.WARNING, "WARNING"
             record.msg, record.args = "bad_http_request", None
             record.exc_info = record.exc_text = None

@@ -157,13 +157,23 @@ static int fanout(struct fanout_slot **slots, int count, const uint8_t *payload,
         uint32_t out_ts;
         if (!slot->started)
             continue;
+        pt = slot->out_pt[payload_type];
+        if (pt < 0)
+            continue;
         if (slot->waiting) {
             waiting++;
             continue;
         }
-        pt = slot->out_pt[payload_type];
-        if (pt < 0)
-            continue;
+        if (varying_length > 0 && varying_length == slot->width) {
+            extensions = NULL;
+            extensions_length = slot->head_length + varying_length + slot->tail_length;
+        } else {
+            extensions = slot->plain;
+            extensions_length = slot->plain_length;
+        }
+        length = 12 + extensions_length + payload_length + padding;
+        if (length > FANOUT_BUFFER - FANOUT_TRAILER)
+            continue; /* more than one SRTP packet holds: before any state changes */
         if (!slot->synced) {
             sync_to(slot, (uint16_t)seq, ts, arrival_ms);
         } else if (slot->joining) {
@@ -174,16 +184,6 @@ static int fanout(struct fanout_slot **slots, int count, const uint8_t *payload,
         }
         out_seq = (uint16_t)(seq + slot->seq_offset);
         out_ts = ts + slot->ts_offset;
-        if (varying_length > 0 && varying_length == slot->width) {
-            extensions = NULL;
-            extensions_length = slot->head_length + varying_length + slot->tail_length;
-        } else {
-            extensions = slot->plain;
-            extensions_length = slot->plain_length;
-        }
-        length = 12 + extensions_length + payload_length + padding;
-        if (length > FANOUT_BUFFER - FANOUT_TRAILER)
-            continue;
         out = (wire != NULL && wire->mode == WIRE_DIRECT) ? stack : slot->buffer;
         out[0] = (uint8_t)((extensions_length ? 0x90 : 0x80) | (padding ? 0x20 : 0));
         out[1] = (uint8_t)((marker ? 0x80 : 0) | pt);

@@ -370,7 +370,8 @@ class InboundStream:
         if left >= 65536:
             keyframe = keyframe_start(self.codecs.mime[pt], packet.payload)
             for slot in self._targets:
-                if slot.waiting:
+                # As the C part counts them: started, and carrying this payload type.
+                if slot.waiting and slot.c.started and slot.c.out_pt[pt] >= 0:
                     if keyframe:
                         slot.waiting = False
                         left += _fanout(slot.alone, 1, *copy)
@@ -511,6 +512,8 @@ class OutboundSlot:
         c.last_ts = random.randrange(1 << 32)  # noqa: S311
         head, tail, plain, width = self._writer.template()
         for field, value in (("head", head), ("tail", tail), ("plain", plain)):
+            if len(value) > ffi.sizeof(getattr(c, field)):
+                raise ValueError(f"a header extension block of {len(value)} bytes")
             ffi.memmove(getattr(c, field), value, len(value))
             setattr(c, f"{field}_length", len(value))
         c.width = width

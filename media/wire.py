@@ -156,7 +156,7 @@ class Wire:
         if fanout_lib.fanout_connect(
             self.c, fd, handle, PROTECT, family, host_bytes, port, flowinfo, scope
         ):
-            raise OSError(f"unreadable address {host!r}")
+            raise OSError("the pair's address cannot be read")
 
     def close(self) -> None:
         """Stop sending from the C part and close its socket (the connection is closing)."""

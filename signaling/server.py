@@ -322,7 +322,8 @@ class Signaling(socketio.AsyncNamespace):  # type: ignore[misc]
 
     async def _depart(self, departure: Departure) -> bool:
         """Record a departure (its stretch of presence ends at its time) and tell the room,
-        unless the account is still connected elsewhere; ``False`` if it could not be done."""
+        unless the account is still connected elsewhere; ``False`` if it must be tried again
+        (the database or Redis is down)."""
         try:
             await self._rooms().leave(departure.connection, departure.at)
             still = await self.presence.connections(departure.meeting_id)
@@ -330,9 +331,11 @@ class Signaling(socketio.AsyncNamespace):  # type: ignore[misc]
                 await self._rooms().presence_changed(
                     departure.account_id, departure.meeting_id, online=False
                 )
-        except Exception:
+        except Exception as exc:
             log_failure(log, "could not record a departure from meeting %s", departure.meeting_id)
-            return False
+            # Kept for later only when the database or Redis is down; anything else would
+            # fail again and hold up the departures behind it (the room's end closes it).
+            return dependency_down(exc) is None
         return True
 
     async def record_departures(self) -> int:
@@ -750,7 +753,10 @@ class FanOut(socketio.AsyncRedisManager):  # type: ignore[misc]
 
     async def resync_others(self) -> bool:
         """Ask every connection of the other nodes to catch up from the database (an event
-        of this node did not reach them); ``True`` once sent."""
+        of this node did not reach them); ``True`` once sent. One at a time: the flag is
+        taken before the publish waits, so the emits queued meanwhile do not each send one
+        (each would make every page of the other nodes join again)."""
+        was_missed, self.missed = self.missed, False
         sent = await super()._publish(
             {
                 "method": "emit",
@@ -765,10 +771,10 @@ class FanOut(socketio.AsyncRedisManager):  # type: ignore[misc]
             }
         )
         if sent is None:
+            self.missed = True
             return False
-        if self.missed:
+        if was_missed:
             log.info("asked the other nodes' connections to resync after a lost publish")
-        self.missed = False
         return True
 
     def _redis_connect(self) -> None:

@@ -101,3 +101,15 @@ async def test_a_lost_publish_has_the_other_nodes_resync_once_publishing_works(
     manager.missed = True
     assert await manager.resync_others() and not manager.missed
     assert [m["event"] for m in await channel.received(1)] == ["resync"]
+
+
+async def test_emits_queued_behind_a_lost_publish_send_one_resync(channel: Channel) -> None:
+    """The flag is taken before the resync's publish waits: the emits that were queued meanwhile
+    do not each send one (every page of the other nodes would join again for each)."""
+    manager = channel.manager
+    manager.missed = True
+    answers = await asyncio.gather(*(manager._publish({"n": n}) for n in range(20)))
+    assert answers == [1] * 20 and not manager.missed
+    got = await channel.received(21)
+    assert [m.get("event") for m in got].count("resync") == 1
+    assert sorted(m["n"] for m in got if "n" in m) == list(range(20))

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 import socketio
 from sqlalchemy import func, select
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from cases.accounts import Account
 from cases.casefile import Case
@@ -438,14 +439,23 @@ async def test_a_departure_the_database_cannot_take_is_recorded_later_with_its_t
     meet: Meet, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     env = meet.world.env
-    _chair, (customer, rep) = await admitted(meet, meet.customer, meet.rep)
+    chair, (customer, rep) = await admitted(meet, meet.customer, meet.rep)
     ids = await meet.ids()
     namespace = meet.namespace()
     working = Rooms.leave
 
     async def database_down(self: Rooms, connection: str, at: Any = None) -> None:
-        raise ConnectionRefusedError("the database is down")
+        raise PoolTimeout("no connection to the database in time")  # an outage, for log_failure
 
+    async def bug(self: Rooms, connection: str, at: Any = None) -> None:
+        raise ValueError("not an outage")
+
+    # A failure that is not the database being down is not kept: it would fail again and
+    # hold up the others (the room's end closes that stretch).
+    monkeypatch.setattr(Rooms, "leave", bug)
+    await rep.close()
+    await asyncio.sleep(0.3)
+    assert not namespace._departures
     monkeypatch.setattr(Rooms, "leave", database_down)
     left_at = env.clock.now()
     await customer.close()
@@ -462,7 +472,7 @@ async def test_a_departure_the_database_cannot_take_is_recorded_later_with_its_t
             )
         )
     assert [s.left_at for s in stretches] == [left_at]  # when it left, not when recorded
-    await rep.wait_for(
+    await chair.wait_for(
         "participant", lambda d: d["id"] == str(ids["cliente"]) and d["online"] is False
     )
 

@@ -76,6 +76,9 @@ async def test_the_same_idempotency_key_gives_the_first_document_back(env: Env) 
         headers=key,
     )
     assert elsewhere.status == 409 and json.loads(elsewhere.text)["error"]["code"] == "conflict"
+    # The same key with another file (by its name): refused, not answered with the first.
+    other_file = await browser.upload(path, FIELDS, "b.pdf", PDF, csrf=token, headers=key)
+    assert other_file.status == 409, other_file.text
     for bad in ("", "a b", "x" * 65, "é"):
         refused = await browser.upload(
             path, FIELDS, "a.pdf", PDF, csrf=token, headers={"Idempotency-Key": bad}

@@ -177,10 +177,25 @@
   // A node whose Redis came back: events of other nodes may have been lost meanwhile, so ask
   // again for what follows the last gap-free seq (and, in the lobby, for the lobby's state: an
   // admission may have been among them). A party turned away knocks again only by its button.
-  socket.on("resync", () => {
+  // Several resyncs while one is answered (other nodes may send a few) make one more join.
+  let resyncing = false;
+  let resyncAgain = false;
+  socket.on("resync", async () => {
     if (state.over || !socket.connected) return;
-    if (state.full) join({ after: state.syncedSeq });
-    else if (state.me && state.me.state === "waiting") join({});
+    if (resyncing) {
+      resyncAgain = true;
+      return;
+    }
+    resyncing = true;
+    try {
+      do {
+        resyncAgain = false;
+        if (state.full) await join({ after: state.syncedSeq });
+        else if (state.me && state.me.state === "waiting") await join({});
+      } while (resyncAgain && !state.over && socket.connected);
+    } finally {
+      resyncing = false;
+    }
   });
 
   socket.on("connect_error", (error) => {
@@ -1001,6 +1016,10 @@
 
   const upload = $("upload-form");
   if (upload) {
+    // Another file is another upload: its own key (a resend of the same keeps it).
+    upload.elements.file.addEventListener("change", () => {
+      upload.elements.upload_key.value = clientId().replace(/[^A-Za-z0-9_-]/g, "");
+    });
     upload.addEventListener("submit", async (event) => {
       event.preventDefault();
       show("upload-error", "");
