@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import sys
 
-from aiohttp.http_exceptions import HttpProcessingError
 from pythonjsonlogger.json import JsonFormatter
 
 
@@ -37,29 +36,6 @@ def configure_logging(level: str = "INFO", *, json: bool = True) -> None:
     # keep them quiet even when the service itself is debugged.
     for noisy in QUIET:
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    server = logging.getLogger("aiohttp.server")
-    if not any(isinstance(f, MalformedRequests) for f in server.filters):
-        server.addFilter(MalformedRequests())
-
-
-class MalformedRequests(logging.Filter):
-    """aiohttp logs every request it cannot parse (a NUL in a header, a bad character in the
-    path: what scanners send) as an ERROR with a traceback whose message quotes the request's
-    bytes — a cookie among them. It was answered 400: that is a warning, named by the parse
-    error's type, without the bytes."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        error = record.exc_info[1] if record.exc_info else None
-        if (
-            record.levelno >= logging.ERROR
-            and isinstance(error, HttpProcessingError)
-            and (error.code or 400) < 500
-        ):
-            record.levelno, record.levelname = logging.WARNING, "WARNING"
-            record.msg, record.args = "bad_http_request", None
-            record.exc_info = record.exc_text = None
-            record.__dict__["error"] = type(error).__name__
-        return True
 
 
 QUIET = ("aiosqlite", "sqlalchemy.engine", "asyncpg", "aiosmtplib", "redis")
